@@ -8,9 +8,9 @@ import sys
 
 import pytest
 import torch
-from conftest import DEVICES, TOL
 
 import fastmbrl
+from conftest import DEVICES, TOL
 from fastmbrl import _native
 from fastmbrl.ops import gaussian_nll, gaussian_nll_reference
 
