@@ -1,6 +1,13 @@
 """fastmbrl ops: each module holds an op's pure-PyTorch reference (its definition), validation,
 ``torch.library`` registration (``torch.ops.fastmbrl.*``) and dispatch to native kernels."""
 
+from .ensemble_mlp import bound_logvar, ensemble_mlp, ensemble_mlp_reference
 from .gaussian_nll import gaussian_nll, gaussian_nll_reference
 
-__all__ = ["gaussian_nll", "gaussian_nll_reference"]
+__all__ = [
+    "bound_logvar",
+    "ensemble_mlp",
+    "ensemble_mlp_reference",
+    "gaussian_nll",
+    "gaussian_nll_reference",
+]
