@@ -243,3 +243,21 @@ def test_cuda_graph_capture(gen):
     g.replay()
     torch.cuda.synchronize()
     torch.testing.assert_close(static_out, gaussian_nll_reference(mean, logvar, target))
+
+
+def test_float32_exp_over_its_whole_range():
+    """The CPU kernel's vectorised expf: relative error ~1e-7, inf on overflow, 0 on underflow."""
+    x = torch.linspace(-120, 120, 100_001)
+    ones = torch.ones(1, 1, x.numel())
+    logvar = (-x).view(1, 1, -1)
+    zeros = torch.zeros(1, x.numel())
+    got = gaussian_nll(ones, logvar, zeros, "none", backend="native")[0, 0].double()
+    got = got - logvar[0, 0].double()  # loss = exp(x) + logvar
+    want = torch.exp(x.double())
+    exact = (want > 1e4 * x.abs().double()) & (want < 3e38)  # where the subtraction is exact
+    rel = ((got - want).abs() / want)[exact]
+    assert rel.max() < 5e-7
+    assert torch.equal(torch.isinf(got), torch.isinf(torch.exp(x)))
+    nan = gaussian_nll(ones[..., :1], torch.full((1, 1, 1), float("nan")), zeros[:, :1], "none",
+                       backend="native")
+    assert torch.isnan(nan).all()
