@@ -132,7 +132,7 @@ def test_iterate_covers_each_row_once():
     g = torch.Generator().manual_seed(1)
     seen = [i for b in buf.iterate(8, generator=g) for i in ids_of(b)]
     assert sorted(seen) == list(range(37)) and seen != list(range(37))
-    assert [len(b) for b in buf.iterate(8, shuffle=False, drop_last=True)] == [8] * 4
+    assert [b.obs.shape[0] for b in buf.iterate(8, shuffle=False, drop_last=True)] == [8] * 4
 
 
 def test_discrete_actions():

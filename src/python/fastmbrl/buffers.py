@@ -37,7 +37,10 @@ _FIELDS = ("obs", "act", "next_obs", "reward", "terminated", "truncated")
 
 class TransitionBatch(NamedTuple):
     """Rows of transitions: ``obs [N, *O]``, ``act [N, *A]``, ``next_obs [N, *O]``,
-    ``reward [N]``, ``terminated [N]`` bool, ``truncated [N]`` bool."""
+    ``reward [N]``, ``terminated [N]`` bool, ``truncated [N]`` bool.
+
+    A plain NamedTuple: ``len(batch)`` is 6 (the fields); the row count is ``batch.obs.shape[0]``.
+    """
 
     obs: torch.Tensor
     act: torch.Tensor
@@ -45,9 +48,6 @@ class TransitionBatch(NamedTuple):
     reward: torch.Tensor
     terminated: torch.Tensor
     truncated: torch.Tensor
-
-    def __len__(self) -> int:  # type: ignore[override]
-        return self.obs.shape[0]
 
     def to(self, *args, **kwargs) -> TransitionBatch:
         return TransitionBatch(*(t.to(*args, **kwargs) for t in self))

@@ -50,6 +50,7 @@ class DistractorWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         seed: seeds A, P and the switching reset vector (see the module docstring).
 
     Attributes:
+        parameter_seed: the seed A, P and the reset vector were drawn from (None: entropy).
         A [D, D], P [D, D], reset_vector [D]: the dynamics' parameters (float64 numpy arrays).
         distractor_state [D]: the current ``d``.
     """
@@ -83,7 +84,7 @@ class DistractorWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.A: np.ndarray | None = None
         self.P: np.ndarray | None = None
         self.reset_vector: np.ndarray | None = None
-        self.seed = seed
+        self.parameter_seed = seed
         if seed is not None:
             self._draw_parameters(seed)
             self._noise_rng = np.random.default_rng([int(seed), 1])
@@ -114,6 +115,7 @@ class DistractorWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
         if self.A is None:
+            self.parameter_seed = seed
             self._draw_parameters(seed)
         if seed is not None:
             self._noise_rng = np.random.default_rng([int(seed), 1])

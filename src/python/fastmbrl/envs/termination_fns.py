@@ -18,26 +18,37 @@ Per task (``z`` is the torso height, the first observation entry of every locomo
 
     hopper             alive iff 0.7 < z  and  -0.2 < obs[1] < 0.2  and  -100 < obs[1:11] < 100
                        and all finite                                       (strict, as v5)
-    walker2d           alive iff 0.8 < z < 2.0  and  -1 < obs[1] < 1         (strict, as v5)
+    walker2d           alive iff 0.8 < z < 2.0  and  -1 < obs[1] < 1  and all finite  (strict)
     ant                alive iff 0.2 <= z <= 1.0  and all finite             (inclusive, as v5)
-    humanoid           alive iff 1.0 < z < 2.0                               (strict, as v5)
+    humanoid           alive iff 1.0 < z < 2.0  and all finite               (strict, as v5)
     inverted_pendulum  alive iff |obs[1]| <= 0.2  and all finite             (inclusive, as v5)
     halfcheetah        never done
-    cartpole           alive iff |x| <= 2.4 and |theta| <= 12 deg (obs[0], obs[2])  (as v1)
+    cartpole           alive iff |x| <= 2.4 and |theta| <= 12 deg (obs[0], obs[2]) and all
+                       finite                                       (inclusive, as v1)
     pendulum           never done
 
 Differences from the environment (only on non-finite or unobservable states):
 
 - hopper: v5 applies the (-100, 100) range to the *unclipped* joint velocities, the observation
   holds velocities clipped to [-10, 10], so a joint speed above 100 ends the env's episode but is
-  invisible here. (mbrl-lib's rule is the same as this one.)
+  invisible here (mbrl-lib's rule has the same blind spot).
 - walker2d, humanoid, cartpole: the environment has no finiteness test (a NaN height already
   makes it unhealthy, a NaN velocity does not); here any non-finite entry ends the episode,
   which is what a model rollout wants.
 
-Differences from mbrl-lib's ``termination_fns.py`` (v2 rules): humanoid there is
-``done iff z < 1 or z > 2`` (inclusive alive interval, no finiteness test), v5 is strict;
-walker2d there has no finiteness test; the rest are the same formulas.
+Differences from mbrl-lib's ``termination_fns.py`` (gym v2 rules, numpy, signature
+``(act, next_obs) -> done [N, 1]``; here ``(next_obs) -> done [...]``):
+
+- hopper: mbrl-lib writes ``np.abs(next_obs[:, 1:] < 100)``, the absolute value of a boolean,
+  so only the upper bound 100 is checked; v5 (and this rule) also require ``> -100``.
+- humanoid: mbrl-lib's MBPO env ends iff ``z < 1 or z > 2`` (inclusive alive interval, no
+  finiteness test); v5 is strict.
+- cartpole: mbrl-lib's rule is strict (``-2.4 < x < 2.4``, ``|theta| < 12 deg``); gymnasium's
+  CartPole-v1 terminates only *beyond* the thresholds (inclusive alive interval), as here.
+- walker2d: no finiteness test in mbrl-lib.
+- ant, inverted_pendulum, halfcheetah: the same formulas.
+
+All these differences are on measure-zero boundaries or non-finite/out-of-range states.
 """
 
 from __future__ import annotations
