@@ -1,0 +1,373 @@
+"""Replay buffer: preallocated tensors on one device, FIFO once full.
+
+One buffer holds transitions ``(obs, act, next_obs, reward, terminated, truncated)``::
+
+    obs, next_obs  [C, *obs_shape]   dtype
+    act            [C, *act_shape]   act_dtype (default: dtype; e.g. torch.long for cartpole)
+    reward         [C]               dtype
+    terminated     [C]               bool   (the MDP ended: no bootstrap)
+    truncated      [C]               bool   (time limit: bootstrap)
+
+``add`` stores one transition (numpy arrays, Python scalars or tensors) from an environment
+step; ``add_batch`` stores ``N`` rows given as tensors (model rollouts) with at most two slice
+copies and no per-row Python work. Once ``capacity`` rows are stored, new rows overwrite the
+oldest ones. ``get_all`` returns views of the filled rows (what the model trainer takes),
+``sample`` uniform minibatches of them, ``iterate`` shuffled minibatches of one pass.
+
+``save``/``load`` write the filled rows with ``torch.save`` through a temporary file and
+``os.replace`` (a crash mid-write leaves the previous file intact), together with a SHA-256 of
+the stored data; ``load`` reports a truncated, corrupt or mismatched file with a clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+_FORMAT = "fastmbrl.ReplayBuffer"
+_VERSION = 1
+_FIELDS = ("obs", "act", "next_obs", "reward", "terminated", "truncated")
+
+
+class TransitionBatch(NamedTuple):
+    """Rows of transitions: ``obs [N, *O]``, ``act [N, *A]``, ``next_obs [N, *O]``,
+    ``reward [N]``, ``terminated [N]`` bool, ``truncated [N]`` bool.
+
+    A plain NamedTuple: ``len(batch)`` is 6 (the fields); the row count is ``batch.obs.shape[0]``.
+    """
+
+    obs: torch.Tensor
+    act: torch.Tensor
+    next_obs: torch.Tensor
+    reward: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+
+    def to(self, *args, **kwargs) -> TransitionBatch:
+        return TransitionBatch(*(t.to(*args, **kwargs) for t in self))
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _dtype_from_name(name: str) -> torch.dtype:
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"unknown dtype {name!r}")
+    return dtype
+
+
+def _checksum(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in _FIELDS:
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+class ReplayBuffer:
+    """FIFO replay buffer of preallocated tensors.
+
+    Args:
+        capacity: C, the number of transitions kept.
+        obs_shape: shape of one observation (e.g. ``(11,)``).
+        act_shape: shape of one action (``()`` for a discrete action index).
+        device: where the storage lives (rows given to ``add_batch`` are moved there).
+        dtype: float dtype of observations and rewards.
+        act_dtype: dtype of actions (default ``dtype``).
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_shape: tuple[int, ...] | int,
+        act_shape: tuple[int, ...] | int,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        act_dtype: torch.dtype | None = None,
+    ):
+        capacity = int(capacity)
+        if capacity < 1:
+            raise ValueError(f"ReplayBuffer: capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.obs_shape = (int(obs_shape),) if isinstance(obs_shape, int) else tuple(obs_shape)
+        self.act_shape = (int(act_shape),) if isinstance(act_shape, int) else tuple(act_shape)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.act_dtype = dtype if act_dtype is None else act_dtype
+        kw = dict(device=self.device)
+        self.obs = torch.zeros((capacity, *self.obs_shape), dtype=dtype, **kw)
+        self.next_obs = torch.zeros((capacity, *self.obs_shape), dtype=dtype, **kw)
+        self.act = torch.zeros((capacity, *self.act_shape), dtype=self.act_dtype, **kw)
+        self.reward = torch.zeros(capacity, dtype=dtype, **kw)
+        self.terminated = torch.zeros(capacity, dtype=torch.bool, **kw)
+        self.truncated = torch.zeros(capacity, dtype=torch.bool, **kw)
+        self._ptr = 0  # next row to write
+        self._size = 0  # filled rows
+        self.num_added = 0  # transitions ever added (including overwritten ones)
+
+    # ------------------------------------------------------------------ adding
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def is_full(self) -> bool:
+        return self._size == self.capacity
+
+    def _storage(self) -> tuple[torch.Tensor, ...]:
+        return tuple(getattr(self, f) for f in _FIELDS)
+
+    def _convert(self, name: str, value: Any, row_shape: tuple[int, ...], n: int | None):
+        dtype = {"act": self.act_dtype, "terminated": torch.bool, "truncated": torch.bool}.get(
+            name, self.dtype
+        )
+        t = torch.as_tensor(np.asarray(value) if not torch.is_tensor(value) else value)
+        expected = row_shape if n is None else (n, *row_shape)
+        if name in ("reward", "terminated", "truncated") and n is not None:
+            if t.dim() == 2 and t.shape[1] == 1:
+                t = t.reshape(-1)
+        if tuple(t.shape) != expected:
+            if t.numel() == int(np.prod(expected)) and n is None:
+                t = t.reshape(expected)
+            else:
+                raise ValueError(
+                    f"ReplayBuffer.{'add' if n is None else 'add_batch'}: {name} has shape "
+                    f"{tuple(t.shape)}, expected {expected}"
+                )
+        return t.to(device=self.device, dtype=dtype)
+
+    def add(self, obs, act, next_obs, reward, terminated, truncated) -> None:
+        """Store one transition (arrays, scalars or tensors of one row's shape)."""
+        row = (
+            self._convert("obs", obs, self.obs_shape, None),
+            self._convert("act", act, self.act_shape, None),
+            self._convert("next_obs", next_obs, self.obs_shape, None),
+            self._convert("reward", reward, (), None),
+            self._convert("terminated", terminated, (), None),
+            self._convert("truncated", truncated, (), None),
+        )
+        for store, value in zip(self._storage(), row, strict=True):
+            store[self._ptr] = value
+        self._ptr = (self._ptr + 1) % self.capacity
+        self._size = min(self._size + 1, self.capacity)
+        self.num_added += 1
+
+    def add_batch(self, obs, act, next_obs, reward, terminated, truncated) -> None:
+        """Store ``N`` rows: ``obs [N, *O]``, ``act [N, *A]``, ``next_obs [N, *O]``,
+        ``reward [N]`` (or ``[N, 1]``), ``terminated [N]``, ``truncated [N]``.
+
+        Rows keep their order; if ``N > capacity`` only the last ``capacity`` rows remain.
+        """
+        n = int(obs.shape[0])
+        rows = (
+            self._convert("obs", obs, self.obs_shape, n),
+            self._convert("act", act, self.act_shape, n),
+            self._convert("next_obs", next_obs, self.obs_shape, n),
+            self._convert("reward", reward, (), n),
+            self._convert("terminated", terminated, (), n),
+            self._convert("truncated", truncated, (), n),
+        )
+        if n == 0:
+            return
+        C = self.capacity
+        # Row i of the batch goes to (ptr + i) % C; of more than C rows only the last C survive.
+        skip = max(0, n - C)
+        start = (self._ptr + skip) % C
+        m = n - skip
+        first = min(m, C - start)
+        for store, value in zip(self._storage(), rows, strict=True):
+            value = value[skip:]
+            store[start : start + first] = value[:first]
+            if first < m:
+                store[: m - first] = value[first:]
+        self._ptr = (self._ptr + n) % C
+        self._size = min(self._size + n, C)
+        self.num_added += n
+
+    def clear(self) -> None:
+        """Forget every row (the storage is kept)."""
+        self._ptr = self._size = self.num_added = 0
+
+    # ---------------------------------------------------------------- reading
+    def get_all(self, chronological: bool = False) -> TransitionBatch:
+        """The filled rows ``[len(self), ...]``: views of the storage (no copy) unless
+        ``chronological`` (oldest first, a copy when the buffer has wrapped around)."""
+        n = self._size
+        batch = TransitionBatch(*(t[:n] for t in self._storage()))
+        if chronological and n == self.capacity and self._ptr != 0:
+            batch = TransitionBatch(*(torch.roll(t, -self._ptr, 0) for t in batch))
+        return batch
+
+    def _indices(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        if self._size == 0:
+            raise ValueError("ReplayBuffer: cannot sample from an empty buffer")
+        device = generator.device if generator is not None else self.device
+        idx = torch.randint(0, self._size, (n,), generator=generator, device=device)
+        return idx.to(self.device)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> TransitionBatch:
+        """``batch_size`` rows drawn uniformly with replacement from the filled rows."""
+        idx = self._indices(int(batch_size), generator)
+        return TransitionBatch(*(t[idx] for t in self._storage()))
+
+    def iterate(
+        self,
+        batch_size: int,
+        shuffle: bool = True,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+    ) -> Iterator[TransitionBatch]:
+        """One pass over the filled rows in minibatches of ``batch_size`` (shuffled by default)."""
+        n = self._size
+        if shuffle:
+            device = generator.device if generator is not None else self.device
+            order = torch.randperm(n, generator=generator, device=device).to(self.device)
+        else:
+            order = torch.arange(n, device=self.device)
+        data = self.get_all()
+        stop = n - n % batch_size if drop_last else n
+        for i in range(0, stop, batch_size):
+            idx = order[i : i + batch_size]
+            yield TransitionBatch(*(t[idx] for t in data))
+
+    def resized(self, capacity: int) -> ReplayBuffer:
+        """A new buffer of ``capacity`` holding the newest ``min(len, capacity)`` rows, in order
+        (MBPO's model buffer grows with the rollout length)."""
+        new = ReplayBuffer(
+            capacity, self.obs_shape, self.act_shape, self.device, self.dtype, self.act_dtype
+        )
+        new.add_batch(*self.get_all(chronological=True))
+        new.num_added = self.num_added
+        return new
+
+    # ------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        """Filled rows (on the CPU, oldest first) and metadata; see ``load_state_dict``."""
+        data = {k: v.detach().cpu().clone() for k, v in self.get_all(True)._asdict().items()}
+        return {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "capacity": self.capacity,
+            "obs_shape": list(self.obs_shape),
+            "act_shape": list(self.act_shape),
+            "dtype": _dtype_name(self.dtype),
+            "act_dtype": _dtype_name(self.act_dtype),
+            "num_added": self.num_added,
+            "data": data,
+            "sha256": _checksum(data),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the rows of ``state_dict()``; shapes and dtypes must match this buffer's.
+
+        The capacity may differ: the newest ``min(len, capacity)`` rows are kept.
+        """
+        if not isinstance(state, dict) or state.get("format") != _FORMAT:
+            raise ValueError("ReplayBuffer.load_state_dict: not a ReplayBuffer state dict")
+        if state.get("version") != _VERSION:
+            raise ValueError(
+                f"ReplayBuffer.load_state_dict: format version {state.get('version')}, "
+                f"this code reads version {_VERSION}"
+            )
+        for key, mine in (
+            ("obs_shape", list(self.obs_shape)),
+            ("act_shape", list(self.act_shape)),
+            ("dtype", _dtype_name(self.dtype)),
+            ("act_dtype", _dtype_name(self.act_dtype)),
+        ):
+            theirs = list(state[key]) if key.endswith("shape") else state[key]
+            if theirs != mine:
+                raise ValueError(
+                    f"ReplayBuffer.load_state_dict: stored {key} is {theirs}, this buffer's "
+                    f"is {mine}"
+                )
+        data = state["data"]
+        if _checksum(data) != state["sha256"]:
+            raise ValueError(
+                "ReplayBuffer.load_state_dict: checksum mismatch, the stored data is corrupt"
+            )
+        self.clear()
+        self.add_batch(*(data[f] for f in _FIELDS))
+        self.num_added = int(state["num_added"])
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write ``state_dict()`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(self.state_dict(), f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def load(self, path: str | os.PathLike) -> None:
+        """Restore this buffer from a file written by ``save``; corrupt files raise ValueError."""
+        path = os.fspath(path)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # truncated zip, bad pickle, ...
+            raise ValueError(
+                f"ReplayBuffer.load: {path} is not a readable buffer file (truncated or "
+                f"corrupt): {type(e).__name__}: {e}"
+            ) from e
+        try:
+            self.load_state_dict(state)
+        except ValueError as e:
+            raise ValueError(f"ReplayBuffer.load: {path}: {e}") from e
+        except (KeyError, TypeError) as e:
+            raise ValueError(
+                f"ReplayBuffer.load: {path} is not a valid buffer file: {type(e).__name__}: {e}"
+            ) from e
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike,
+        device: torch.device | str = "cpu",
+        capacity: int | None = None,
+    ) -> ReplayBuffer:
+        """A buffer built from a saved file's metadata and filled with its rows."""
+        try:
+            state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as e:
+            raise ValueError(
+                f"ReplayBuffer.from_file: {path} is not a readable buffer file (truncated or "
+                f"corrupt): {type(e).__name__}: {e}"
+            ) from e
+        if not isinstance(state, dict) or state.get("format") != _FORMAT:
+            raise ValueError(f"ReplayBuffer.from_file: {path} is not a ReplayBuffer file")
+        buf = cls(
+            capacity or state["capacity"],
+            tuple(state["obs_shape"]),
+            tuple(state["act_shape"]),
+            device,
+            _dtype_from_name(state["dtype"]),
+            _dtype_from_name(state["act_dtype"]),
+        )
+        buf.load_state_dict(state)
+        return buf
+
+    def __repr__(self) -> str:
+        return (
+            f"ReplayBuffer(len={self._size}, capacity={self.capacity}, obs_shape={self.obs_shape},"
+            f" act_shape={self.act_shape}, device={self.device}, dtype={self.dtype})"
+        )
