@@ -328,10 +328,10 @@ def test_best_snapshot_is_restored_and_scores_follow_mbrl(gen):
         num_epochs=25,
         patience=None,
         validation_ratio=0.0,
-        improvement_threshold=0.05,
+        improvement_threshold=0.3,
         generator=gen,
     )
-    assert hist.best_epoch >= 0
+    assert 0 <= hist.best_epoch < hist.epochs - 1  # the last epoch is not the snapshot
     torch.testing.assert_close(
         model.eval_score(x, y),
         torch.tensor(hist.val_scores[hist.best_epoch]),
@@ -342,7 +342,7 @@ def test_best_snapshot_is_restored_and_scores_follow_mbrl(gen):
     best = torch.tensor(hist.initial_val_score)
     for score in hist.val_scores[: hist.best_epoch + 1]:
         score = torch.tensor(score)
-        if ((best - score) / best.abs() > 0.05).any():
+        if ((best - score) / best.abs() > 0.3).any():
             best = torch.minimum(best, score)
     torch.testing.assert_close(torch.tensor(hist.best_val_score), best)
     assert hist.elites == torch.argsort(best, stable=True)[:3].tolist()
