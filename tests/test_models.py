@@ -9,7 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastmbrl.models import GaussianEnsemble, ModelTrainer, Normalizer, balanced_member_indices
+from fastmbrl.models import (
+    GaussianEnsemble,
+    ModelTrainer,
+    Normalizer,
+    balanced_member_indices,
+    bootstrap_indices,
+)
+from fastmbrl.models import trainer as trainer_module
 
 # std of N(0, σ²) truncated to ±2σ, in units of σ
 TRUNC2_STD = math.sqrt(1 - 4 * math.exp(-2) / math.sqrt(2 * math.pi) / math.erf(2 / math.sqrt(2)))
@@ -363,6 +370,27 @@ def test_elites_exclude_members_that_cannot_learn(gen):
     assert sorted(model.elite_models) == [0, 2, 4]
     score = torch.tensor(hist.best_val_score)
     assert score[bad].min() > 5 * score[[0, 2, 4]].max()
+
+
+def test_bootstrap_with_replacement_once_per_call(gen, monkeypatch):
+    idx = bootstrap_indices(3, 1000, gen)
+    assert idx.shape == (3, 1000) and idx.min() >= 0 and idx.max() < 1000
+    for member in idx:  # with replacement: about 1 - 1/e = 63% distinct rows per member
+        assert 0.58 < member.unique().numel() / 1000 < 0.68
+    assert not torch.equal(idx[0], idx[1])
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return bootstrap_indices(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "bootstrap_indices", spy)
+    x, y = synthetic_system(300, gen)
+    trainer = ModelTrainer(small_model(hid_size=8))
+    trainer.train(x, y, num_epochs=4, patience=None, generator=gen)
+    assert len(calls) == 1 and calls[0][:2] == (5, 300 - 60)  # once per call, E x N_train
+    trainer.train(x, y, num_epochs=2, patience=None, generator=gen)
+    assert len(calls) == 2
 
 
 def test_training_continues_across_calls(gen):

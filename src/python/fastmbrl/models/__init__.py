@@ -3,7 +3,7 @@ normalizer and its trainer."""
 
 from .ensemble import PROPAGATION_METHODS, GaussianEnsemble, balanced_member_indices
 from .normalizer import Normalizer
-from .trainer import ModelTrainer, TrainHistory
+from .trainer import ModelTrainer, TrainHistory, bootstrap_indices
 
 __all__ = [
     "PROPAGATION_METHODS",
@@ -12,4 +12,5 @@ __all__ = [
     "Normalizer",
     "TrainHistory",
     "balanced_member_indices",
+    "bootstrap_indices",
 ]

@@ -33,6 +33,19 @@ import torch
 from .ensemble import GaussianEnsemble
 
 
+def bootstrap_indices(
+    ensemble_size: int, n: int, generator: torch.Generator | None = None, device=None
+) -> torch.Tensor:
+    """Each member's bootstrap sample of ``n`` row ids, drawn with replacement -> ``[E, n]``.
+
+    mbrl-lib ``BootstrapIterator(permute_indices=False)``, drawn once per training call.
+    Drawn on the generator's device, returned on ``device``.
+    """
+    gen_device = generator.device if generator is not None else device
+    idx = torch.randint(n, (ensemble_size, n), generator=generator, device=gen_device)
+    return idx.to(device)
+
+
 @dataclass
 class TrainHistory:
     """What one :meth:`ModelTrainer.train` call did.
@@ -147,9 +160,7 @@ class ModelTrainer:
         perm = randperm(M)
         x_train, y_train = x[perm[:n_train]], y[perm[:n_train]]
         x_val, y_val = (x[perm[n_train:]], y[perm[n_train:]]) if n_val else (x_train, y_train)
-        boot = torch.randint(n_train, (E, n_train), generator=generator, device=gen_device).to(
-            device
-        )  # [E, N_train], with replacement, once per call
+        boot = bootstrap_indices(E, n_train, generator, device)  # [E, N_train], once per call
 
         hist = TrainHistory()
         best = self.evaluate(x_val, y_val)  # [E]
