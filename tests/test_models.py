@@ -301,6 +301,7 @@ def test_trainer_fits_known_dynamics(gen, deterministic):
     assert len(hist.elites) == 3 and model.elite_models == hist.elites
     x_test, y_test = synthetic_system(1000, gen)
     test_mse = model.eval_score(x_test, y_test)
+    torch.testing.assert_close(trainer.evaluate(x_test, y_test, chunk=300), test_mse)  # chunked
     var = y_test.var(0).mean().item()
     assert max(hist.initial_val_score) > 0.3 * var  # an untrained model is far off
     assert test_mse[hist.elites].max().item() < 0.03 * var
@@ -317,10 +318,13 @@ def test_early_stopping_by_patience(gen):
     assert hist.stopped_early and hist.epochs < 500
     assert hist.epochs == hist.best_epoch + 1 + 3  # patience epochs after the last improvement
     # and num_epochs alone bounds a run without patience
+    seen = []
     hist2 = ModelTrainer(small_model(hid_size=16)).train(
-        x, y, num_epochs=3, patience=None, generator=gen
+        x, y, num_epochs=3, patience=None, generator=gen, callback=lambda *a: seen.append(a)
     )
     assert hist2.epochs == 3 and not hist2.stopped_early
+    assert [a[0] for a in seen] == [0, 1, 2] and seen[2][1] == hist2.train_losses[2]
+    assert seen[2][2].tolist() == hist2.val_scores[2] and seen[2][3].shape == (5,)
     with pytest.raises(ValueError):
         ModelTrainer(model).train(x, y, num_epochs=None, patience=None)
 

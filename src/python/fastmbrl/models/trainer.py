@@ -26,6 +26,7 @@ weights are never re-initialised between calls.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -94,9 +95,12 @@ class ModelTrainer:
 
     @torch.no_grad()
     def evaluate(
-        self, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192, normalized: bool = True
+        self, x: torch.Tensor, y: torch.Tensor, normalized: bool = False, chunk: int = 8192
     ) -> torch.Tensor:
-        """Per-member MSE of the mean over all of ``x [N, in]``, ``y [N, out]`` -> ``[E]``."""
+        """Per-member MSE of the mean over all of ``x [N, in]``, ``y [N, out]`` -> ``[E]``.
+
+        ``x`` is raw unless ``normalized``; evaluated ``chunk`` rows at a time.
+        """
         total = None
         for s in range(0, x.shape[0], chunk):
             err = self.model.eval_score(x[s : s + chunk], y[s : s + chunk], normalized, False)
@@ -115,6 +119,7 @@ class ModelTrainer:
         improvement_threshold: float = 0.01,
         generator: torch.Generator | None = None,
         fit_normalizer: bool = True,
+        callback: Callable | None = None,
     ) -> TrainHistory:
         """Fit the model to ``inputs [M, in]`` -> ``targets [M, out]`` (algorithm above).
 
@@ -129,6 +134,8 @@ class ModelTrainer:
             generator: for the split, the bootstrap and the epoch shuffles (on its own
                 device; indices are moved to the model's device once per call / epoch).
             fit_normalizer: refit the normalizer on all ``inputs`` first (mbrl-lib does).
+            callback: called after every epoch as
+                ``callback(epoch, train_loss, val_score [E], best_val_score [E])``.
         """
         model = self.model
         if num_epochs is None and not patience:
@@ -163,7 +170,7 @@ class ModelTrainer:
         boot = bootstrap_indices(E, n_train, generator, device)  # [E, N_train], once per call
 
         hist = TrainHistory()
-        best = self.evaluate(x_val, y_val)  # [E]
+        best = self.evaluate(x_val, y_val, normalized=True)  # [E]
         hist.initial_val_score = best.tolist()
         best_state = None
         epochs_since_update = 0
@@ -182,7 +189,7 @@ class ModelTrainer:
             hist.train_losses.append(torch.stack(losses).mean().item())  # one sync per epoch
 
             model.eval()
-            score = self.evaluate(x_val, y_val)
+            score = self.evaluate(x_val, y_val, normalized=True)
             hist.val_scores.append(score.tolist())
             improvement = (best - score) / best.abs()
             if bool((improvement > improvement_threshold).any()):
@@ -192,6 +199,8 @@ class ModelTrainer:
                 epochs_since_update = 0
             else:
                 epochs_since_update += 1
+            if callback is not None:
+                callback(epoch, hist.train_losses[-1], score, best)
             epoch += 1
             if patience and epochs_since_update >= patience:
                 hist.stopped_early = True
