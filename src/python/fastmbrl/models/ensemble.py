@@ -43,16 +43,23 @@ PROPAGATION_METHODS = ("random_model", "fixed_model", "expectation")
 
 @torch.no_grad()
 def truncated_normal_(tensor: torch.Tensor, std: float, generator=None) -> torch.Tensor:
-    """In place: N(0, std²), every value outside ±2·std resampled until none is (mbrl-lib)."""
-    tensor.normal_(0.0, std, generator=generator)
+    """In place: N(0, std²), every value outside ±2·std resampled until none is (mbrl-lib).
+
+    Drawn on the generator's device (if one is given) and copied into ``tensor``.
+    """
+    device = generator.device if generator is not None else tensor.device
+    t = torch.empty(tensor.shape, dtype=tensor.dtype, device=device).normal_(
+        0.0, std, generator=generator
+    )
     while True:
-        bad = tensor.abs() > 2 * std
+        bad = t.abs() > 2 * std
         n_bad = int(bad.sum())
         if n_bad == 0:
-            return tensor
-        tensor[bad] = torch.empty(n_bad, dtype=tensor.dtype, device=tensor.device).normal_(
+            break
+        t[bad] = torch.empty(n_bad, dtype=t.dtype, device=device).normal_(
             0.0, std, generator=generator
         )
+    return tensor.copy_(t)
 
 
 def balanced_member_indices(
