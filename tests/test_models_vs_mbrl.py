@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytest.importorskip("mbrl.models.gaussian_mlp")
+pytest.importorskip("mbrl.models.gaussian_mlp", exc_type=ImportError)
 from mbrl.models.gaussian_mlp import GaussianMLP  # noqa: E402
 from mbrl.util.math import Normalizer as MbrlNormalizer  # noqa: E402
 
