@@ -55,7 +55,8 @@ class SACConfig:
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"SACConfig: invalid {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+            shown = ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
+            raise ValueError(f"SACConfig: invalid {shown}")
 
 
 def _ensemble_linear_params(E: int, sizes: list[int], gen: torch.Generator | None):
