@@ -2,6 +2,8 @@
 
     fastmbrl info          what was compiled, which devices are seen (and why none)
     fastmbrl demo          fit an ensemble on synthetic data with the fused NLL, loss printed
+    fastmbrl train KEY=VALUE...   train (Hydra overrides), e.g.
+                           fastmbrl train algorithm=mbpo overrides=mbpo_hopper seed=0
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import main as train_main
+
+    return train_main(args.overrides)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastmbrl", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--backend", default=None, choices=["auto", "reference", "native"])
     d.set_defaults(fn=_cmd_demo)
+    t = sub.add_parser("train", help="train an agent (Hydra overrides, e.g. overrides=mbpo_hopper)",
+                       add_help=False)
+    t.add_argument("overrides", nargs=argparse.REMAINDER,
+                   help="Hydra overrides; `fastmbrl train --help` shows the config")
+    t.set_defaults(fn=_cmd_train)
     return p
 
 

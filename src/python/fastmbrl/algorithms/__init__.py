@@ -1,0 +1,1 @@
+"""Model-based RL algorithms, one file each (read top to bottom)."""

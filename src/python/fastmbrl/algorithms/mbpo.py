@@ -1,0 +1,260 @@
+"""MBPO (Janner et al. 2019) as mbrl-lib runs it, read top to bottom.
+
+    initial exploration ─► every env step: act, store the transition
+                           every freq_train_model steps: retrain the model ensemble, then roll
+                           it out from real start states into the model buffer
+                           num_sac_updates_per_step SAC updates from the model buffer
+                           (real data with probability real_data_ratio)
+                           every epoch_length steps: evaluate, log, checkpoint
+
+Facts from mbrl-lib (``algorithms/mbpo.py``, ``conf/algorithm/mbpo.yaml``): rollout batch
+``effective_model_rollouts_per_step × freq_train_model``; rollout length
+``truncated_linear(*rollout_schedule, epoch + 1)``; model-buffer capacity
+``rollout_length × rollout_batch × ceil(epoch_length / freq_train_model) ×
+num_epochs_to_retain_sac_buffer``, FIFO, rebuilt (keeping the newest rows) when it changes;
+``num_steps`` counts env steps after the initial exploration.
+
+Deliberate differences (switches in ``algorithm``): the real environment is stepped with a
+sampled action (mbrl-lib uses the mean: ``env_step_mean_action=true``), and episodes are not
+cut at epoch boundaries (``reset_env_each_epoch=true`` restores mbrl-lib's behaviour).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .. import envs
+from ..agents import SAC, SACConfig
+from ..buffers import ReplayBuffer
+from ..models import GaussianEnsemble, ModelTrainer
+from ..runs.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint
+from ..runs.checkpoint import set_rng_state
+from ..runs.logger import RunLogger
+from ..runs.progress import ProgressBar
+from .common import (
+    ModelEnv,
+    env_rng_state,
+    evaluate,
+    model_dataset,
+    rollout_model_and_populate_buffer,
+    set_env_rng_state,
+    truncated_linear,
+)
+
+
+def sac_config(cfg: DictConfig) -> SACConfig:
+    a = cfg.algorithm.agent
+    return SACConfig(
+        gamma=a.gamma, tau=a.tau, alpha=a.alpha, lr=a.lr, hidden_size=a.hidden_size,
+        num_layers=a.num_layers, target_update_interval=a.target_update_interval,
+        automatic_entropy_tuning=a.automatic_entropy_tuning,
+        target_entropy=None if a.target_entropy is None else float(a.target_entropy),
+        batch_size=a.batch_size, grad_clip_norm=a.grad_clip_norm, compile=a.compile,
+    )
+
+
+def build_model(cfg: DictConfig, obs_dim: int, act_dim: int, device) -> GaussianEnsemble:
+    m = cfg.dynamics_model.model
+    return GaussianEnsemble(
+        in_size=obs_dim + act_dim,
+        out_size=obs_dim + int(cfg.algorithm.learned_rewards),
+        ensemble_size=m.ensemble_size, num_layers=m.num_layers, hid_size=m.hid_size,
+        activation=m.activation, deterministic=m.deterministic,
+        learn_logvar_bounds=m.learn_logvar_bounds, num_elites=cfg.overrides.num_elites,
+        propagation_method=m.propagation_method, normalize=cfg.algorithm.normalize,
+        normalize_double_precision=cfg.algorithm.normalize_double_precision, device=device,
+    )
+
+
+def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
+    """Run MBPO in ``run_dir`` (resuming from its last checkpoint if ``cfg.resume``).
+    Returns the best evaluation return."""
+    run_dir = Path(run_dir)
+    o, alg = cfg.overrides, cfg.algorithm
+    seed = int(cfg.seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    # ---- environments, model, agent, buffers --------------------------------------------
+    env_kwargs = dict(distraction_dimensions=o.get("distraction_dimensions", 0),
+                      pure_noise_distraction=o.get("pure_noise_distraction", False))
+    env = envs.make_env(o.env, seed=seed, **env_kwargs)
+    test_env = envs.make_env(o.env, seed=seed + 10_000, **env_kwargs)
+    obs_dim = env.observation_space.shape[0]
+    act_dim = env.action_space.shape[0]
+    rule = envs.termination_rule(o.env, env_kwargs["distraction_dimensions"])
+
+    model = build_model(cfg, obs_dim, act_dim, device)
+    trainer = ModelTrainer(model, lr=o.model_lr, weight_decay=o.model_wd)
+    agent = SAC(obs_dim, act_dim, env.action_space.low, env.action_space.high, sac_config(cfg),
+                device=device, seed=seed)
+    model_env = ModelEnv(model, rule, envs.term_fn(o.env), generator=gen)
+
+    dtype = torch.float64 if alg.normalize_double_precision else torch.float32
+    capacity = int(o.num_steps) + int(alg.initial_exploration_steps)
+    real_buffer = ReplayBuffer(capacity, (obs_dim,), (act_dim,), device=device, dtype=dtype)
+    rollout_batch = int(o.effective_model_rollouts_per_step) * int(alg.freq_train_model)
+    trains_per_epoch = math.ceil(o.epoch_length / alg.freq_train_model)
+    model_buffer: ReplayBuffer | None = None
+
+    def model_buffer_for(rollout_length: int, current: ReplayBuffer | None) -> ReplayBuffer:
+        cap = rollout_length * rollout_batch * trains_per_epoch * o.num_epochs_to_retain_sac_buffer
+        if current is None:
+            return ReplayBuffer(cap, (obs_dim,), (act_dim,), device=device)
+        return current if current.capacity == cap else current.resized(cap)
+
+    logger = RunLogger(run_dir, use_tensorboard=cfg.use_tensorboard, use_wandb=cfg.use_wandb,
+                       wandb_kwargs=dict(project=cfg.wandb_project_name,
+                                         group=cfg.wandb_group_name,
+                                         config=OmegaConf.to_container(cfg, resolve=True)))
+
+    # ---- state: fresh, or restored from the last checkpoint ------------------------------
+    epoch = env_steps = updates_made = 0
+    best_eval = -math.inf
+    explored = regenerate_model_buffer = False
+    ckpt_path = latest_checkpoint(run_dir) if cfg.resume else None
+    if ckpt_path is not None:
+        state = load_checkpoint(ckpt_path, map_location=device)
+        model.load_state_dict(state["model"])
+        trainer.optimizer.load_state_dict(state["model_optimizer"])
+        agent.load_full_state_dict(state["agent"])
+        real_buffer.load_state_dict(state["real_buffer"])
+        if state.get("model_buffer") is not None:
+            model_buffer = model_buffer_for(state["rollout_length"], None)
+            model_buffer.load_state_dict(state["model_buffer"])
+        epoch, env_steps = state["epoch"], state["env_steps"]
+        updates_made, best_eval = state["updates_made"], state["best_eval"]
+        explored = True
+        # the model buffer is derived data: unless the checkpoint holds it, refill it with the
+        # restored model and policy (the rollouts the next model update would make anyway)
+        regenerate_model_buffer = state.get("model_buffer") is None and bool(model.elite_models)
+        set_rng_state(state["rng"], generators=[gen])
+        set_env_rng_state(env, state["env_rng"])
+        set_env_rng_state(test_env, state["test_env_rng"])
+        logger.truncate_after(env_steps)
+        print(f"resumed from {ckpt_path}: epoch {epoch}, env step {env_steps}")
+
+    def checkpoint(rollout_length: int) -> None:
+        save_checkpoint(run_dir / "checkpoints" / f"epoch{epoch:06d}.pt", {
+            "epoch": epoch, "env_steps": env_steps, "updates_made": updates_made,
+            "best_eval": best_eval, "rollout_length": rollout_length,
+            "model": model.state_dict(), "model_optimizer": trainer.optimizer.state_dict(),
+            "agent": agent.full_state_dict(), "real_buffer": real_buffer.state_dict(),
+            "model_buffer": (model_buffer.state_dict()
+                             if cfg.get("checkpoint_model_buffer", False) and model_buffer
+                             else None),
+            "rng": rng_state(generators=[gen]),
+            "env_rng": env_rng_state(env), "test_env_rng": env_rng_state(test_env),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        }, keep_last=cfg.keep_checkpoints)
+
+    # ---- initial exploration (not counted in env_steps, as mbrl-lib) ----------------------
+    if not explored:
+        obs, _ = env.reset()
+        for _ in range(int(alg.initial_exploration_steps)):
+            if alg.random_initial_explore:
+                act = env.action_space.sample()
+            else:
+                act = agent.act(torch.as_tensor(obs, device=device), sample=True).cpu().numpy()
+            next_obs, reward, terminated, truncated, _ = env.step(act)
+            real_buffer.add(obs, act, next_obs, reward, terminated, truncated)
+            obs = next_obs
+            if terminated or truncated:
+                obs, _ = env.reset()
+
+    # ---- main loop -----------------------------------------------------------------------
+    progress = ProgressBar(int(o.num_steps), initial=env_steps, enabled=cfg.progress)
+    obs, episode_return, last_return = None, 0.0, float("nan")
+    t_start, steps_start = time.perf_counter(), env_steps
+    sac_sums: dict[str, torch.Tensor] = {}
+    model_stats: dict[str, float] = {}
+    while env_steps < o.num_steps:
+        rollout_length = int(truncated_linear(*o.rollout_schedule, epoch + 1))
+        model_buffer = model_buffer_for(rollout_length, model_buffer)
+        if regenerate_model_buffer:
+            regenerate_model_buffer = False
+            rollout_model_and_populate_buffer(model_env, real_buffer, agent, model_buffer,
+                                              rollout_length, rollout_batch,
+                                              alg.sac_samples_action, gen)
+        for steps_epoch in range(int(o.epoch_length)):
+            if obs is None or (alg.reset_env_each_epoch and steps_epoch == 0):
+                obs, _ = env.reset()
+                episode_return = 0.0
+            obs_t = torch.as_tensor(obs, device=device)
+            act = agent.act(obs_t, sample=not alg.env_step_mean_action).cpu().numpy()
+            next_obs, reward, terminated, truncated, _ = env.step(act)
+            real_buffer.add(obs, act, next_obs, reward, terminated, truncated)
+            episode_return += float(reward)
+            obs = next_obs
+            if terminated or truncated:
+                last_return = episode_return
+                logger.log(env_steps + 1, group="train", episode_return=episode_return)
+                obs = None
+
+            # ---- model training and rollouts ---------------------------------------------
+            if (env_steps + 1) % alg.freq_train_model == 0:
+                inputs, targets = model_dataset(real_buffer, alg.learned_rewards,
+                                                alg.target_is_delta)
+                hist = trainer.train(inputs.to(torch.float32), targets.to(torch.float32),
+                                     num_epochs=o.get("num_epochs_train_model"),
+                                     patience=o.patience, batch_size=o.model_batch_size,
+                                     validation_ratio=o.validation_ratio, generator=gen)
+                added = rollout_model_and_populate_buffer(
+                    model_env, real_buffer, agent, model_buffer, rollout_length, rollout_batch,
+                    alg.sac_samples_action, gen)
+                model_stats = {
+                    "model_train_loss": hist.train_losses[-1] if hist.train_losses else math.nan,
+                    "model_val_score": float(np.mean([hist.best_val_score[i]
+                                                      for i in hist.elites])),
+                    "model_epochs": hist.epochs, "rollout_transitions": added,
+                }
+                logger.log(env_steps + 1, group="model", **model_stats)
+
+            # ---- agent training -----------------------------------------------------------
+            for _ in range(int(o.num_sac_updates_per_step)):
+                use_real = alg.real_data_ratio > 0 and bool(
+                    torch.rand((), generator=gen, device=device) < alg.real_data_ratio)
+                source = real_buffer if use_real else model_buffer
+                if (env_steps + 1) % o.sac_updates_every_steps != 0 or \
+                        len(source) < o.sac_batch_size:
+                    break
+                b = source.sample(o.sac_batch_size, gen)
+                metrics = agent.update(b.obs.float(), b.act.float(), b.reward.float(),
+                                       b.next_obs.float(), b.terminated)
+                updates_made += 1
+                for k, v in metrics.items():
+                    sac_sums[k] = sac_sums.get(k, 0.0) + v
+                if updates_made % cfg.log_frequency_agent == 0:
+                    logger.log(env_steps + 1, group="sac", sac_updates=updates_made,
+                               **{k: v / cfg.log_frequency_agent for k, v in sac_sums.items()})
+                    sac_sums = {}
+
+            env_steps += 1
+            rate = (env_steps - steps_start) / max(time.perf_counter() - t_start, 1e-9)
+            progress.update(env_steps, last_return=last_return, steps_per_s=rate)
+
+        # ---- epoch ended: evaluate, log, checkpoint --------------------------------------
+        eval_return = evaluate(test_env, agent, int(alg.num_eval_episodes), device)
+        best_eval = max(best_eval, eval_return)
+        logger.log(env_steps, group="results", epoch=epoch, env_step=env_steps,
+                   total_env_steps=env_steps + int(alg.initial_exploration_steps),
+                   episode_return=eval_return, rollout_length=rollout_length,
+                   sac_updates=updates_made, model_buffer_size=len(model_buffer),
+                   wall_time_s=time.perf_counter() - t_start, **model_stats)
+        progress.write(f"epoch {epoch}: env step {env_steps}, eval return {eval_return:.1f}")
+        epoch += 1
+        every = int(cfg.checkpoint_every_epochs)
+        if (every and epoch % every == 0) or env_steps >= o.num_steps:
+            checkpoint(rollout_length)
+    progress.close()
+    logger.close()
+    return best_eval
