@@ -82,7 +82,8 @@ def _train(run_dir, steps, resume_step=None, kill_at=None):
         for s in range(start, steps):
             log.log(s, group="train", loss=1.0 / (s + 1))
             if s % 2 == 0:
-                log.log(s, episode_return=float(s) ** 0.5, extra=s if s > 4 else None or 0)
+                extra = {"extra": s} if s > 4 else {}  # the header widens mid-run
+                log.log(s, episode_return=float(s) ** 0.5, **extra)
             if kill_at is not None and s == kill_at:
                 return
 
@@ -113,6 +114,23 @@ def test_tensorboard_event_file_written(tmp_path):
     acc.Reload()
     assert set(acc.Tags()["scalars"]) == {"results/episode_return", "train/loss"}
     assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(10, 0.5)]
+
+
+def test_resume_purges_later_tensorboard_events(tmp_path):
+    pytest.importorskip("tensorboard")
+    with RunLogger(tmp_path) as log:
+        for s in range(6):
+            log.log(s, episode_return=float(s))
+    with RunLogger(tmp_path, resume_step=2) as log:
+        log.log(3, episode_return=30.0)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    got = [(e.step, e.value) for e in acc.Scalars("results/episode_return")]
+    assert got == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 30.0)]
+    assert _rows(tmp_path / "results.csv")[1:] == [["0", "0.0"], ["1", "1.0"], ["2", "2.0"],
+                                                  ["3", "30.0"]]
 
 
 def test_wandb_missing_gives_clear_error(tmp_path, monkeypatch):

@@ -27,7 +27,7 @@ from .checkpoint import (
     save_run_checkpoint,
     set_rng_state,
 )
-from .logger import RunLogger
+from .logger import RunLogger, read_csv, write_config
 from .progress import StepProgress
 
 __all__ = [
@@ -40,8 +40,10 @@ __all__ = [
     "list_checkpoints",
     "load_checkpoint",
     "prune_checkpoints",
+    "read_csv",
     "rng_state",
     "save_checkpoint",
     "save_run_checkpoint",
     "set_rng_state",
+    "write_config",
 ]

@@ -265,7 +265,9 @@ class RunLogger:
         Values may be Python or numpy numbers or one-element tensors (read with ``.item()``).
         """
         if self.step_key in scalars:
-            raise ValueError(f"RunLogger.log: {self.step_key!r} is the step column, pass it as step")
+            raise ValueError(
+                f"RunLogger.log: {self.step_key!r} is the step column, pass it as step"
+            )
         step = int(step)
         row: dict[str, int | float] = {self.step_key: step}
         for k, v in scalars.items():

@@ -61,7 +61,9 @@ class GroupCurve:
 
 
 # --------------------------------------------------------------------------- discovery
-def find_runs(paths: Sequence[str | os.PathLike], csv_name: str = "results.csv") -> list[list[Path]]:
+def find_runs(
+    paths: Sequence[str | os.PathLike], csv_name: str = "results.csv"
+) -> list[list[Path]]:
     """For each given path, the runs it stands for: itself if it holds ``csv_name``, else every
     directory below it that does (sorted). Raises ``PlotError`` for a missing path or none."""
     out = []
@@ -205,7 +207,9 @@ def _curve(label: str, runs: list[Path], series, max_points: int) -> GroupCurve:
     if lo > hi:
         raise PlotError(
             f"the runs of {label!r} cover no common {lo:g}..{hi:g} x range: "
-            + ", ".join(f"{r} [{s[0][0]:g}, {s[0][-1]:g}]" for r, s in zip(runs, series, strict=True))
+            + ", ".join(
+                f"{r} [{s[0][0]:g}, {s[0][-1]:g}]" for r, s in zip(runs, series, strict=True)
+            )
         )
     grid = np.unique(np.concatenate([s[0][(s[0] >= lo) & (s[0] <= hi)] for s in series]))
     if len(grid) > max_points:
