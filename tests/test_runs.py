@@ -26,8 +26,8 @@ from fastmbrl.runs import (
     save_checkpoint,
     save_run_checkpoint,
     set_rng_state,
+    write_config,
 )
-from fastmbrl.runs.logger import write_config
 from fastmbrl.runs.plot import PlotError, aggregate, group_runs, plot_runs
 
 
@@ -98,6 +98,56 @@ def test_truncate_after_makes_resumed_csv_identical(tmp_path):
     with RunLogger(tmp_path / "resumed", use_tensorboard=False) as log:
         assert log.truncate_after(3) == {"results": 4, "train": 8}
     assert [r[0] for r in _rows(tmp_path / "resumed" / "results.csv")[1:]] == ["0", "2"]
+
+
+def _sgd_run(run_dir, total, kill_at=None, ckpt_every=4):
+    """A tiny training loop following docs/runs.md's resume recipe; returns final weights."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+    gen = torch.Generator().manual_seed(1)
+    env_rng = np.random.default_rng(2)
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        start, log = 0, RunLogger(run_dir, use_tensorboard=False)
+    else:
+        state = load_checkpoint(ckpt)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        set_rng_state(state["rng"], [gen], [env_rng])
+        start, log = state["step"] + 1, RunLogger(run_dir, use_tensorboard=False,
+                                                  resume_step=state["step"])
+    for step in range(start, total):
+        x = torch.randn(16, 3, generator=gen) + torch.rand(1) + random.random()
+        y = x.sum(-1, keepdim=True) + float(np.random.randn()) + env_rng.normal()
+        loss = (model(x) - y).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        log.log(step, group="train", loss=loss.detach())
+        if step % 3 == 0:
+            log.log(step, episode_return=-loss.detach())
+        if step % ckpt_every == 0:
+            log.flush()
+            save_run_checkpoint(run_dir, step, {
+                "step": step, "model": model.state_dict(), "opt": opt.state_dict(),
+                "rng": rng_state([gen], [env_rng])}, keep_last=2)
+        if step == kill_at:
+            break  # killed: rows after the last checkpoint (step 8) are already in the CSVs
+    log.close()
+    return model.weight.detach().clone()
+
+
+def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
+    full = _sgd_run(tmp_path / "full", 20)
+    _sgd_run(tmp_path / "resumed", 20, kill_at=10)
+    assert latest_checkpoint(tmp_path / "resumed") == checkpoint_path(tmp_path / "resumed", 8)
+    resumed = _sgd_run(tmp_path / "resumed", 20)
+    assert torch.equal(full, resumed)
+    for name in ("results.csv", "train.csv"):
+        assert (tmp_path / "full" / name).read_text() == (tmp_path / "resumed" / name).read_text()
 
 
 def test_tensorboard_event_file_written(tmp_path):
