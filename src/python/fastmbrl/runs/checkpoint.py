@@ -18,7 +18,7 @@ In a run directory checkpoints live in ``checkpoints/ckpt_<step, 12 digits>.pt``
 writes one and optionally keeps only the last K.
 
 ``rng_state`` / ``set_rng_state`` capture and restore Python's ``random``, numpy's global RNG,
-torch's CPU RNG, every CUDA device's RNG (when CUDA is available) and any given
+torch's CPU RNG, every CUDA device's RNG (once CUDA is initialised) and any given
 ``torch.Generator`` or ``numpy.random.Generator`` (e.g. a gymnasium env's ``np_random``), as
 plain Python values and CPU tensors, so they load with ``weights_only=True``.
 """
@@ -258,7 +258,8 @@ def rng_state(
     """Snapshot every random number generator a run draws from.
 
     Returns ``{"python", "numpy", "torch", "cuda", "generators", "numpy_generators"}``: Python
-    values and CPU uint8 tensors only (``cuda`` is ``None`` without CUDA).
+    values and CPU uint8 tensors only (``cuda``, one state per device, is ``None`` while the
+    process has not initialised CUDA).
     """
     name, key, pos, has_gauss, cached = np.random.get_state(legacy=True)
     return {
@@ -271,7 +272,9 @@ def rng_state(
             "cached_gaussian": float(cached),
         },
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        # only once CUDA is initialised: before that no CUDA RNG has drawn anything, and
+        # reading the states would initialise CUDA in a process that may never use it
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
         "generators": [g.get_state() for g in generators],
         "numpy_generators": [g.bit_generator.state for g in numpy_generators],
     }
