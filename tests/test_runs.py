@@ -250,6 +250,13 @@ def test_corrupt_checkpoint_raises_naming_file(tmp_path, damage):
         load_checkpoint(path)
 
 
+def test_newer_format_version_is_refused(tmp_path):
+    path = save_checkpoint(tmp_path / "c.pt", {"v": 1})
+    path.write_bytes(path.read_bytes().replace(b'"version": 1', b'"version": 9', 1))
+    with pytest.raises(CheckpointError, match="format version 9"):
+        load_checkpoint(path)
+
+
 def test_save_failure_keeps_previous_checkpoint(tmp_path, monkeypatch):
     path = save_checkpoint(tmp_path / "c.pt", {"v": 1})
 

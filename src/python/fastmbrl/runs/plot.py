@@ -151,7 +151,7 @@ def group_runs(
             grouped.setdefault(label, []).extend(runs)
         return grouped
 
-    runs = [r for group in run_groups for r in group]
+    runs = list(dict.fromkeys(r.resolve() for group in run_groups for r in group))
     by_key: dict[Any, list[Path]] = {}
     for r in runs:
         cfg = load_config(r)
