@@ -4,6 +4,7 @@
     fastmbrl demo          fit an ensemble on synthetic data with the fused NLL, loss printed
     fastmbrl train KEY=VALUE...   train (Hydra overrides), e.g.
                            fastmbrl train algorithm=mbpo overrides=mbpo_hopper seed=0
+    fastmbrl plot RUN_DIR...   learning curves (mean and spread over seeds) of runs' results.csv
 """
 
 from __future__ import annotations
@@ -32,6 +33,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return train_main(args.overrides)
 
 
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .runs.plot import PlotError, plot_runs
+
+    try:
+        out = plot_runs(args.run_dirs, out=args.out, x=args.x, y=args.y, labels=args.label,
+                        spread=args.spread, csv_name=args.csv, title=args.title,
+                        ignore_keys=args.ignore_key or ("seed",))
+    except PlotError as e:
+        print(f"fastmbrl plot: error: {e}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastmbrl", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,6 +63,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs=argparse.REMAINDER,
                    help="Hydra overrides; `fastmbrl train --help` shows the config")
     t.set_defaults(fn=_cmd_train)
+    pl = sub.add_parser(
+        "plot", help="learning curves of runs: mean and spread over seeds, to a PNG",
+        description="Plot a column of each run's results.csv against another; runs whose "
+        "configs differ only in the ignored keys (seed) form one curve, drawn as the mean with "
+        "a shaded band. See docs/runs.md.")
+    pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                    help="a run directory, or a folder with run directories below it")
+    pl.add_argument("--out", default=None, help="PNG to write (default <y>_vs_<x>.png)")
+    pl.add_argument("--x", default="env_step", help="x column (default env_step)")
+    pl.add_argument("--y", default="episode_return", help="y column (default episode_return)")
+    pl.add_argument("--label", action="append", default=None,
+                    help="curve label, one per RUN_DIR (runs sharing a label are averaged)")
+    pl.add_argument("--spread", default="std", choices=["std", "minmax", "none"],
+                    help="shaded band: mean +- std (default), min-max over runs, or none")
+    pl.add_argument("--csv", default="results.csv", help="CSV file name in each run")
+    pl.add_argument("--ignore-key", action="append", default=None, metavar="KEY",
+                    help="config key ignored when grouping runs (default: seed); repeatable")
+    pl.add_argument("--title", default=None)
+    pl.set_defaults(fn=_cmd_plot)
     return p
 
 

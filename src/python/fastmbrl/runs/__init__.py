@@ -1,0 +1,49 @@
+"""Run-directory infrastructure: results logging, checkpoints and resume, plotting, progress.
+
+A run directory (see ``docs/runs.md``) holds::
+
+    .hydra/config.yaml  (or config.yaml)   the resolved config
+    results.csv                             evaluation rows: env_step, episode_return, ...
+    train.csv (and other <group>.csv)       training scalars: losses, ...
+    checkpoints/ckpt_<step>.pt              atomic, checksummed checkpoints
+    tb/                                     TensorBoard event files
+    wandb/                                  only when wandb is enabled
+
+``RunLogger`` writes the CSVs, TensorBoard and (optionally) wandb; ``save_checkpoint`` /
+``load_checkpoint`` / ``latest_checkpoint`` and ``rng_state`` / ``set_rng_state`` make a killed
+run resumable; ``fastmbrl plot`` (``runs.plot``) draws mean and spread across seeds.
+"""
+
+from .checkpoint import (
+    CheckpointError,
+    checkpoint_info,
+    checkpoint_path,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    rng_state,
+    save_checkpoint,
+    save_run_checkpoint,
+    set_rng_state,
+)
+from .logger import RunLogger, read_csv, write_config
+from .progress import StepProgress
+
+__all__ = [
+    "CheckpointError",
+    "RunLogger",
+    "StepProgress",
+    "checkpoint_info",
+    "checkpoint_path",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "prune_checkpoints",
+    "read_csv",
+    "rng_state",
+    "save_checkpoint",
+    "save_run_checkpoint",
+    "set_rng_state",
+    "write_config",
+]
