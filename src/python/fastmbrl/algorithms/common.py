@@ -4,7 +4,6 @@ model rollouts into a replay buffer, evaluation, and the model dataset."""
 from __future__ import annotations
 
 import gymnasium as gym
-import numpy as np
 import torch
 
 from ..buffers import ReplayBuffer
@@ -120,13 +119,3 @@ def evaluate(env: gym.Env, agent, num_episodes: int, device) -> float:
             total += float(reward)
             done = terminated or truncated
     return total / num_episodes
-
-
-def env_rng_state(env: gym.Env) -> dict:
-    return env.unwrapped.np_random.bit_generator.state
-
-
-def set_env_rng_state(env: gym.Env, state: dict) -> None:
-    rng = np.random.Generator(np.random.PCG64())
-    rng.bit_generator.state = state
-    env.unwrapped.np_random = rng

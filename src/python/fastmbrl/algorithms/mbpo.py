@@ -34,17 +34,20 @@ from .. import envs
 from ..agents import SAC, SACConfig
 from ..buffers import ReplayBuffer
 from ..models import GaussianEnsemble, ModelTrainer
-from ..runs.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint
-from ..runs.checkpoint import set_rng_state
+from ..runs.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_run_checkpoint,
+    set_rng_state,
+)
 from ..runs.logger import RunLogger
-from ..runs.progress import ProgressBar
+from ..runs.progress import StepProgress
 from .common import (
     ModelEnv,
-    env_rng_state,
     evaluate,
     model_dataset,
     rollout_model_and_populate_buffer,
-    set_env_rng_state,
     truncated_linear,
 )
 
@@ -112,18 +115,14 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
             return ReplayBuffer(cap, (obs_dim,), (act_dim,), device=device)
         return current if current.capacity == cap else current.resized(cap)
 
-    logger = RunLogger(run_dir, use_tensorboard=cfg.use_tensorboard, use_wandb=cfg.use_wandb,
-                       wandb_kwargs=dict(project=cfg.wandb_project_name,
-                                         group=cfg.wandb_group_name,
-                                         config=OmegaConf.to_container(cfg, resolve=True)))
-
     # ---- state: fresh, or restored from the last checkpoint ------------------------------
     epoch = env_steps = updates_made = 0
-    best_eval = -math.inf
+    best_eval, wall_time_before = -math.inf, 0.0
     explored = regenerate_model_buffer = False
     ckpt_path = latest_checkpoint(run_dir) if cfg.resume else None
+    env_rngs = [env.unwrapped.np_random, test_env.unwrapped.np_random]
     if ckpt_path is not None:
-        state = load_checkpoint(ckpt_path, map_location=device)
+        state = load_checkpoint(ckpt_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         trainer.optimizer.load_state_dict(state["model_optimizer"])
         agent.load_full_state_dict(state["agent"])
@@ -133,27 +132,32 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
             model_buffer.load_state_dict(state["model_buffer"])
         epoch, env_steps = state["epoch"], state["env_steps"]
         updates_made, best_eval = state["updates_made"], state["best_eval"]
+        wall_time_before = state["wall_time_s"]
         explored = True
         # the model buffer is derived data: unless the checkpoint holds it, refill it with the
         # restored model and policy (the rollouts the next model update would make anyway)
         regenerate_model_buffer = state.get("model_buffer") is None and bool(model.elite_models)
-        set_rng_state(state["rng"], generators=[gen])
-        set_env_rng_state(env, state["env_rng"])
-        set_env_rng_state(test_env, state["test_env_rng"])
-        logger.truncate_after(env_steps)
+        set_rng_state(state["rng"], generators=[gen], numpy_generators=env_rngs)
         print(f"resumed from {ckpt_path}: epoch {epoch}, env step {env_steps}")
+    # a resumed run drops the log rows written after its checkpoint: they are redone
+    logger = RunLogger(run_dir, use_tensorboard=cfg.use_tensorboard, use_wandb=cfg.use_wandb,
+                       wandb_kwargs=dict(project=cfg.wandb_project_name,
+                                         group=cfg.wandb_group_name,
+                                         config=OmegaConf.to_container(cfg, resolve=True)),
+                       resume_step=env_steps if ckpt_path is not None else None)
 
     def checkpoint(rollout_length: int) -> None:
-        save_checkpoint(run_dir / "checkpoints" / f"epoch{epoch:06d}.pt", {
+        logger.flush()
+        save_run_checkpoint(run_dir, env_steps, {
             "epoch": epoch, "env_steps": env_steps, "updates_made": updates_made,
             "best_eval": best_eval, "rollout_length": rollout_length,
+            "wall_time_s": wall_time_before + time.perf_counter() - t_start,
             "model": model.state_dict(), "model_optimizer": trainer.optimizer.state_dict(),
             "agent": agent.full_state_dict(), "real_buffer": real_buffer.state_dict(),
             "model_buffer": (model_buffer.state_dict()
                              if cfg.get("checkpoint_model_buffer", False) and model_buffer
                              else None),
-            "rng": rng_state(generators=[gen]),
-            "env_rng": env_rng_state(env), "test_env_rng": env_rng_state(test_env),
+            "rng": rng_state(generators=[gen], numpy_generators=env_rngs),
             "config": OmegaConf.to_container(cfg, resolve=True),
         }, keep_last=cfg.keep_checkpoints)
 
@@ -172,9 +176,11 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
                 obs, _ = env.reset()
 
     # ---- main loop -----------------------------------------------------------------------
-    progress = ProgressBar(int(o.num_steps), initial=env_steps, enabled=cfg.progress)
-    obs, episode_return, last_return = None, 0.0, float("nan")
-    t_start, steps_start = time.perf_counter(), env_steps
+    show = {"auto": None, True: True, False: False}.get(cfg.progress, None)
+    progress = StepProgress(int(o.num_steps), initial=env_steps,
+                            disable=None if show is None else not show)
+    obs, episode_return = None, 0.0
+    t_start = time.perf_counter()
     sac_sums: dict[str, torch.Tensor] = {}
     model_stats: dict[str, float] = {}
     while env_steps < o.num_steps:
@@ -196,8 +202,8 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
             episode_return += float(reward)
             obs = next_obs
             if terminated or truncated:
-                last_return = episode_return
                 logger.log(env_steps + 1, group="train", episode_return=episode_return)
+                progress.set_return(episode_return)
                 obs = None
 
             # ---- model training and rollouts ---------------------------------------------
@@ -239,17 +245,17 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
                     sac_sums = {}
 
             env_steps += 1
-            rate = (env_steps - steps_start) / max(time.perf_counter() - t_start, 1e-9)
-            progress.update(env_steps, last_return=last_return, steps_per_s=rate)
+            progress.update(1)
 
         # ---- epoch ended: evaluate, log, checkpoint --------------------------------------
         eval_return = evaluate(test_env, agent, int(alg.num_eval_episodes), device)
         best_eval = max(best_eval, eval_return)
-        logger.log(env_steps, group="results", epoch=epoch, env_step=env_steps,
+        logger.log(env_steps, group="results", epoch=epoch,
                    total_env_steps=env_steps + int(alg.initial_exploration_steps),
                    episode_return=eval_return, rollout_length=rollout_length,
                    sac_updates=updates_made, model_buffer_size=len(model_buffer),
-                   wall_time_s=time.perf_counter() - t_start, **model_stats)
+                   wall_time_s=wall_time_before + time.perf_counter() - t_start,
+                   **model_stats)
         progress.write(f"epoch {epoch}: env step {env_steps}, eval return {eval_return:.1f}")
         epoch += 1
         every = int(cfg.checkpoint_every_epochs)
