@@ -43,7 +43,8 @@ Backends:
   normalizes [state, action] itself), then the fused epilogue kernel. No cuBLAS/cuRAND.
 
 Forward only: rollouts run under ``torch.no_grad()``; the op has no autograd formula.
-``members`` out of range is checked only for CPU tensors (a CUDA check would synchronize).
+``members`` out of range is checked only for CPU tensors in eager mode (a CUDA check would
+synchronize; under torch.compile it is a data-dependent branch).
 Under ``torch.compile`` pass ``seed`` explicitly (drawing one reads a generator on the host).
 """
 
@@ -261,7 +262,10 @@ def _check_index(name: str, t, length: int | None, layout: str, device) -> None:
 
 
 def _check_range(name: str, t: torch.Tensor, E: int) -> None:
-    # Only on CPU: on CUDA this would read device values on the host (a synchronization).
+    # Only on CPU and in eager mode: on CUDA this would read device values on the host (a
+    # synchronization), and under torch.compile it is a data-dependent branch.
+    if torch.compiler.is_compiling():
+        return
     if t.device.type == "cpu" and t.numel() and (int(t.min()) < 0 or int(t.max()) >= E):
         raise ValueError(f"{OP}: `{name}` must index members in [0, {E}), got values in "
                          f"[{int(t.min())}, {int(t.max())}]")
