@@ -474,3 +474,26 @@ def test_bad_dtype_and_device(gen):
     with pytest.raises(ValueError, match=r"`members` must be on cpu like `state`, got meta"):
         f(state, action, weights, biases, torch.zeros(10, dtype=torch.int64, device="meta"),
           **extra)
+
+
+def test_cpu_epilogue_threads_do_not_change_results(gen):
+    weights, biases, extra = make_model(17, 6, [32], 7, True, torch.float32, "cpu", gen)
+    state, action = make_batch(5003, 17, 6, torch.float32, "cpu", gen)
+    members = torch.randint(0, 7, (5003,), generator=gen)
+    rule = TerminationRule((-2.0,) * 5, (2.0,) * 5)
+    kw = dict(termination=rule, seed=8, **extra)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = ensemble_rollout_step(state, action, weights, biases, members, backend="native",
+                                    **kw)
+        torch.set_num_threads(3)
+        three = ensemble_rollout_step(state, action, weights, biases, members, backend="native",
+                                      **kw)
+    finally:
+        torch.set_num_threads(old)
+    for a, b in zip(one, three, strict=True):
+        assert torch.equal(a, b)
+    want = ensemble_rollout_step(state, action, weights, biases, members, backend="reference",
+                                 **kw)
+    assert_outputs_close(three, want, torch.float32)

@@ -115,13 +115,13 @@ FASTMBRL_HD bool epilogue_group(const EpilogueArgs<T>& a, int64_t i, int64_t gro
       const int64_t r = a.pos ? a.pos[i] : i;
       const T* row = a.raw + r * a.out_w;
       y = row[d];
-      if (a.gaussian) lv = bound_logvar(row[D + d], a.min_logvar[d], a.max_logvar[d]);
+      if (noisy) lv = bound_logvar(row[D + d], a.min_logvar[d], a.max_logvar[d]);
     } else {
       y = T(0);
       for (int64_t k = 0; k < a.K; ++k) {
         const T* row = a.raw + (k * a.N + i) * a.out_w;
         y += row[d];
-        if (a.gaussian) lv += bound_logvar(row[D + d], a.min_logvar[d], a.max_logvar[d]);
+        if (noisy) lv += bound_logvar(row[D + d], a.min_logvar[d], a.max_logvar[d]);
       }
       y /= static_cast<T>(a.K);
       lv /= static_cast<T>(a.K);
@@ -146,9 +146,10 @@ FASTMBRL_HD bool epilogue_group(const EpilogueArgs<T>& a, int64_t i, int64_t gro
 }  // namespace rollout
 
 // ---- CPU entry points (src/cpp/rollout_cpu.cpp) -------------------------------------------
-// The fused epilogue over all N rows (layers were evaluated by torch GEMMs in Python).
+// The fused epilogue over all N rows (layers were evaluated by torch GEMMs in Python), split
+// into contiguous row ranges over `threads` std::threads (results do not depend on it).
 template <typename T>
-void rollout_epilogue_cpu(const rollout::EpilogueArgs<T>& args);
+void rollout_epilogue_cpu(const rollout::EpilogueArgs<T>& args, int threads);
 
 // Standard normals noise(seed, offset, i, d) for i < N, d < D into out [N, D] (for tests).
 template <typename T>

@@ -68,14 +68,15 @@ FASTMBRL_BINDINGS(rollout) {
            int64_t out_w, bool gaussian, bool sample, uintptr_t min_lv, uintptr_t max_lv,
            uintptr_t state, uintptr_t delta_mask, uintptr_t term_lower, uintptr_t term_upper,
            bool inclusive, bool check_finite, uint64_t seed, uint64_t offset,
-           uintptr_t next_state, uintptr_t reward, uintptr_t done) {
+           uintptr_t next_state, uintptr_t reward, uintptr_t done, int threads) {
           py::gil_scoped_release release;
           dispatch_float(dtype, "rollout_epilogue_cpu", [&](auto tag) {
             using T = decltype(tag);
-            fastmbrl::rollout_epilogue_cpu<T>(epilogue_args<T>(
-                raw, pos, K, N, O, out_w, gaussian, sample, min_lv, max_lv, state, delta_mask,
-                term_lower, term_upper, inclusive, check_finite, seed, offset, next_state, reward,
-                done));
+            fastmbrl::rollout_epilogue_cpu<T>(
+                epilogue_args<T>(raw, pos, K, N, O, out_w, gaussian, sample, min_lv, max_lv,
+                                 state, delta_mask, term_lower, term_upper, inclusive,
+                                 check_finite, seed, offset, next_state, reward, done),
+                threads);
           });
         });
 #ifdef FASTMBRL_WITH_CUDA

@@ -439,7 +439,7 @@ def _cpu_impl(state, action, weights, biases, members, elites, input_mean, input
     _native._C.rollout_epilogue_cpu(*_epilogue_args(
         raw, None, K, state, out_w, _contig(min_logvar), _contig(max_logvar),
         _contig(delta_mask), _contig(term_lower), _contig(term_upper), term_inclusive,
-        term_check_finite, sample, seed, offset, outputs))
+        term_check_finite, sample, seed, offset, outputs), torch.get_num_threads())
     return outputs
 
 
