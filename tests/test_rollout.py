@@ -10,6 +10,7 @@ import torch
 from conftest import DEVICES, TOL
 from fastmbrl import _native
 from fastmbrl.ops import (
+    bound_logvar,
     ensemble_mlp_reference,
     ensemble_rollout_step,
     member_indices,
@@ -477,23 +478,26 @@ def test_bad_dtype_and_device(gen):
 
 
 def test_cpu_epilogue_threads_do_not_change_results(gen):
-    weights, biases, extra = make_model(17, 6, [32], 7, True, torch.float32, "cpu", gen)
-    state, action = make_batch(5003, 17, 6, torch.float32, "cpu", gen)
-    members = torch.randint(0, 7, (5003,), generator=gen)
-    rule = TerminationRule((-2.0,) * 5, (2.0,) * 5)
-    kw = dict(termination=rule, seed=8, **extra)
-    old = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = ensemble_rollout_step(state, action, weights, biases, members, backend="native",
-                                    **kw)
-        torch.set_num_threads(3)
-        three = ensemble_rollout_step(state, action, weights, biases, members, backend="native",
-                                      **kw)
-    finally:
-        torch.set_num_threads(old)
-    for a, b in zip(one, three, strict=True):
+    from fastmbrl.ops import rollout as R
+
+    N, O = 5003, 17
+    D = O + 1
+    state = torch.randn(N, O, generator=gen)
+    raw = torch.randn(N, 2 * D, generator=gen)
+    lo, hi = torch.full((D,), -3.0), torch.full((D,), 0.5)
+    lower, upper = TerminationRule((-2.0,) * 5, (2.0,) * 5).bounds(O, state)
+    results = []
+    for threads in (1, 3):
+        outs = R._outputs(state)
+        args = R._epilogue_args(raw, None, 1, state, 2 * D, lo, hi, None, lower, upper, False,
+                                True, True, 8, 2, outs)
+        _native._C.rollout_epilogue_cpu(*args, threads)
+        results.append(outs)
+    for a, b in zip(*results, strict=True):
         assert torch.equal(a, b)
-    want = ensemble_rollout_step(state, action, weights, biases, members, backend="reference",
-                                 **kw)
-    assert_outputs_close(three, want, torch.float32)
+    out = raw[:, :D] + torch.exp(0.5 * bound_logvar(raw[:, D:], lo, hi)) * philox_normal(
+        N, D, 8, 2)
+    torch.testing.assert_close(results[0][0], state + out[:, :O])
+    torch.testing.assert_close(results[0][1], out[:, O])
+    assert torch.equal(results[0][2], TerminationRule((-2.0,) * 5, (2.0,) * 5).done(
+        results[0][0]))
