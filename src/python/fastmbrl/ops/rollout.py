@@ -409,35 +409,39 @@ def _cpu_impl(state, action, weights, biases, members, elites, input_mean, input
     act = _ACT_INPLACE[activation]
     last = len(weights) - 1
 
-    def mlp(h, m):  # one member's MLP on rows h [n, in] -> raw [n, out_w]
+    def mlp(h, m, out):  # one member's MLP on rows h [n, in], raw result into out [n, out_w]
         for layer, (w, b) in enumerate(zip(weights, biases, strict=True)):
-            h = torch.addmm(b[m], h, w[m])
             if layer < last:
-                act(h)
-        return h
+                h = act(torch.addmm(b[m], h, w[m]))
+            else:
+                torch.addmm(b[m], h, w[m], out=out)
 
+    pos = None
     if members is None:
         K = elites.shape[0]
         raw = _native.empty((K, N, out_w), state)
         for k, m in enumerate(elites.tolist()):
-            raw[k] = mlp(x, m)
+            mlp(x, m, raw[k])
     else:
+        # Group rows by member: x sorted once, each member's rows a contiguous slice; the
+        # epilogue reads the raw output through pos (row -> sorted position), no un-permute.
         K = 1
         raw = _native.empty((N, out_w), state)
         counts = torch.bincount(members, minlength=E).tolist()
         if max(counts) == N:  # a single member
-            raw.copy_(mlp(x, counts.index(N)))
+            mlp(x, counts.index(N), raw)
         else:
             perm = torch.argsort(members, stable=True)
+            pos = torch.empty_like(perm).scatter_(0, perm, torch.arange(N))
+            xs = x.index_select(0, perm)
             start = 0
             for m, c in enumerate(counts):
                 if c:
-                    rows = perm[start:start + c]
-                    raw.index_copy_(0, rows, mlp(x.index_select(0, rows), m))
+                    mlp(xs[start:start + c], m, raw[start:start + c])
                     start += c
     outputs = _outputs(state)
     _native._C.rollout_epilogue_cpu(*_epilogue_args(
-        raw, None, K, state, out_w, _contig(min_logvar), _contig(max_logvar),
+        raw, pos, K, state, out_w, _contig(min_logvar), _contig(max_logvar),
         _contig(delta_mask), _contig(term_lower), _contig(term_upper), term_inclusive,
         term_check_finite, sample, seed, offset, outputs), torch.get_num_threads())
     return outputs
