@@ -501,3 +501,61 @@ def test_cpu_epilogue_threads_do_not_change_results(gen):
     torch.testing.assert_close(results[0][1], out[:, O])
     assert torch.equal(results[0][2], TerminationRule((-2.0,) * 5, (2.0,) * 5).done(
         results[0][0]))
+
+
+# ---- the CUDA path's host logic, emulated on CPU ------------------------------------------------
+def _emulated_layer_fn(state, action, input_mean, input_std, tile_rows):
+    """A literal Python transcription of src/cuda/rollout.cu::grouped_layer_kernel (one loop
+    iteration per row-tile block), so the segment tables, tile bound, buffer ping-pong and
+    inverse permutation of the CUDA path are checked without a GPU."""
+    acts = {0: lambda y: y, 1: torch.nn.functional.silu, 2: torch.relu, 3: torch.tanh}
+    x_all = (torch.cat([state, action], 1) - input_mean) / input_std
+
+    def layer_fn(h, w, b, act_code, out, g):
+        seg_tile, seg_rows, seg_start, seg_member = (
+            g[k].tolist() for k in ("seg_tile", "seg_rows", "seg_start", "seg_member"))
+        written = torch.zeros(out.shape[0], dtype=torch.int64)
+        for tile in range(g["grid_tiles"]):
+            s = next((t for t in range(g["S"]) if seg_tile[t] <= tile
+                      < seg_tile[t] + (seg_rows[t] + tile_rows - 1) // tile_rows), None)
+            if s is None:
+                continue  # past the last tile: the block exits
+            r0 = seg_start[s] + (tile - seg_tile[s]) * tile_rows
+            r1 = min(r0 + tile_rows, seg_start[s] + seg_rows[s])
+            m = seg_member[s]
+            x = x_all[g["src"][r0:r1]] if h is None else h[r0:r1]
+            out[r0:r1] = acts[act_code](x @ w[m] + b[m])
+            written[r0:r1] += 1
+        assert (written == 1).all(), "every virtual row is written by exactly one block"
+
+    return layer_fn
+
+
+@pytest.mark.parametrize("mode", ["random_model", "fixed_one_member", "expectation"])
+@pytest.mark.parametrize("tile_rows", [4, 64])
+def test_cuda_path_emulated_on_cpu(mode, tile_rows, gen):
+    from fastmbrl.ops import rollout as R
+
+    N, O, A, E = 45, 11, 3, 6
+    dtype = torch.float64
+    weights, biases, extra = make_model(O, A, [20, 7], E, True, dtype, "cpu", gen)
+    state, action = make_batch(N, O, A, dtype, "cpu", gen)
+    elites = torch.tensor([5, 0, 2])
+    members = {"random_model": member_indices("random_model", N, elites, gen),
+               "fixed_one_member": torch.full((N,), 4, dtype=torch.int64),
+               "expectation": None}[mode]
+    rule = TerminationRule((-2.0,) * 4, (2.0,) * 4)
+    lower, upper = rule.bounds(O, state)
+    mask = torch.arange(O) % 3 != 0
+    raw, g = R._grouped_forward(
+        state, action, weights, biases, members, elites if members is None else None,
+        extra["input_mean"], extra["input_std"], "tanh", tile_rows,
+        _emulated_layer_fn(state, action, extra["input_mean"], extra["input_std"], tile_rows))
+    outs = R._outputs(state)
+    _native._C.rollout_epilogue_cpu(*R._epilogue_args(
+        raw, g["pos"], g["K"], state, raw.shape[1], extra["min_logvar"], extra["max_logvar"],
+        mask, lower, upper, False, True, True, 21, 4, outs), 1)
+    want = ensemble_rollout_step(state, action, weights, biases, members, elites,
+                                 activation="tanh", delta_mask=mask, termination=rule, seed=21,
+                                 offset=4, backend="reference", **extra)
+    assert_outputs_close(outs, want, dtype)

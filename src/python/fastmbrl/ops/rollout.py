@@ -447,64 +447,84 @@ def _cpu_impl(state, action, weights, biases, members, elites, input_mean, input
     return outputs
 
 
+def _group_rows(members, elites, N: int, E: int, tile_rows: int, device) -> dict:
+    """Segment tables of the grouped GEMM, built by device-side torch ops only (no host sync).
+
+    Virtual rows r < R: member mode R = N, rows sorted by member (stable); expectation R = K*N,
+    segment k holding every row for elite k. ``src[r]`` is the original row of virtual row r,
+    ``pos[i]`` the virtual row of original row i (member mode; None for expectation). Segment s
+    spans ``seg_start[s] .. + seg_rows[s]`` with member ``seg_member[s]``, its row tiles start at
+    ``seg_tile[s]``; ``grid_tiles`` >= the total number of row tiles (a host-known bound).
+    """
+    i64 = dict(dtype=torch.int64, device=device)
+    row_tiles = (N + tile_rows - 1) // tile_rows
+    if members is None:
+        K = elites.shape[0]
+        return dict(
+            K=K, S=K, R=K * N, src=torch.arange(N, **i64).repeat(K), pos=None,
+            seg_member=elites.contiguous(), seg_start=torch.arange(K, **i64) * N,
+            seg_rows=torch.full((K,), N, **i64), seg_tile=torch.arange(K, **i64) * row_tiles,
+            grid_tiles=K * row_tiles)
+    src = torch.argsort(members, stable=True)
+    seg_rows = torch.zeros(E, **i64).scatter_add_(0, members, torch.ones_like(members))
+    tiles = (seg_rows + tile_rows - 1) // tile_rows
+    return dict(
+        K=1, S=E, R=N, src=src,
+        pos=torch.empty_like(src).scatter_(0, src, torch.arange(N, **i64)),
+        seg_member=torch.arange(E, **i64), seg_start=torch.cumsum(seg_rows, 0) - seg_rows,
+        seg_rows=seg_rows, seg_tile=torch.cumsum(tiles, 0) - tiles,
+        grid_tiles=row_tiles + E)  # >= sum_e ceil(count_e / tile_rows)
+
+
+def _grouped_forward(state, action, weights, biases, members, elites, input_mean, input_std,
+                     activation, tile_rows, layer_fn):
+    """Run the layers as grouped GEMMs: ``layer_fn(h_in | None, w, b, act_code, out, groups)``
+    per layer (None: the first layer gathers [state, action] itself). Returns (raw, groups)."""
+    N = state.shape[0]
+    groups = _group_rows(members, elites, N, weights[0].shape[0], tile_rows, state.device)
+    R = groups["R"]
+    widths = [w.shape[2] for w in weights]
+    hidden = max(widths[:-1], default=0)
+    work = _native.empty((2 * R * hidden,), state) if hidden else None
+    raw = _native.empty((R, widths[-1]), state)
+    h = None
+    for layer, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        n_out = w.shape[2]
+        is_last = layer == len(weights) - 1
+        out = raw if is_last else work[(layer % 2) * R * hidden:][:R * n_out].view(R, n_out)
+        layer_fn(h, w, b, 0 if is_last else _ACT_CODES[activation], out, groups)
+        h = out
+    return raw, groups
+
+
 def _cuda_impl(state, action, weights, biases, members, elites, input_mean, input_std,
                min_logvar, max_logvar, activation, delta_mask, term_lower, term_upper,
                term_inclusive, term_check_finite, sample, seed, offset):
     C, P = _native._C, _native.ptr
-    dev = state.device
     state, action = state.contiguous(), action.contiguous()
     input_mean, input_std = _contig(input_mean), _contig(input_std)
     weights = [w.contiguous() for w in weights]
     biases = [b.contiguous() for b in biases]
     N, O = state.shape
     A = action.shape[1]
-    E = weights[0].shape[0]
-    BM = C.rollout_cuda_tile_rows()
-    row_tiles = (N + BM - 1) // BM
-    i64 = dict(dtype=torch.int64, device=dev)
-    # Group rows by member with device-side torch ops only (no host synchronization).
-    if members is None:
-        seg_member = elites.contiguous()
-        K = S = seg_member.shape[0]
-        R = K * N
-        src = torch.arange(N, **i64).repeat(K)
-        seg_start = torch.arange(K, **i64) * N
-        seg_rows = torch.full((K,), N, **i64)
-        seg_tile = torch.arange(K, **i64) * row_tiles
-        grid_tiles = K * row_tiles
-        pos = None
-    else:
-        K, S, R = 1, E, N
-        src = torch.argsort(members, stable=True)  # virtual row -> original row
-        seg_rows = torch.zeros(E, **i64).scatter_add_(0, members, torch.ones_like(members))
-        seg_start = torch.cumsum(seg_rows, 0) - seg_rows
-        tiles = (seg_rows + BM - 1) // BM
-        seg_tile = torch.cumsum(tiles, 0) - tiles
-        seg_member = torch.arange(E, **i64)
-        grid_tiles = row_tiles + E  # >= sum_e ceil(count_e / BM)
-        pos = torch.empty_like(src).scatter_(0, src, torch.arange(N, **i64))
-    widths = [w.shape[2] for w in weights]
-    hidden = max(widths[:-1], default=0)
-    work = _native.empty((2 * R * hidden,), state) if hidden else None
-    raw = _native.empty((R, widths[-1]), state)
-    stream = _native.cuda_stream(dev)
+    stream = _native.cuda_stream(state.device)
     dt = _native.dtype_code(state)
-    h = None
-    for layer, (w, b) in enumerate(zip(weights, biases, strict=True)):
-        k_in, n_out = w.shape[1], w.shape[2]
-        is_last = layer == len(weights) - 1
-        out = raw if is_last else work[(layer % 2) * R * hidden:][:R * n_out].view(R, n_out)
+
+    def layer_fn(h, w, b, act_code, out, g):
         C.rollout_layer_cuda(
             dt, 0 if h is None else P(h), P(state), P(action), O, A,
             0 if input_mean is None else P(input_mean), 0 if input_std is None else P(input_std),
-            P(src), P(w), P(b), k_in, n_out, P(seg_member), P(seg_start), P(seg_rows),
-            P(seg_tile), S, grid_tiles, 0 if is_last else _ACT_CODES[activation], P(out), stream)
-        h = out
+            P(g["src"]), P(w), P(b), w.shape[1], w.shape[2], P(g["seg_member"]),
+            P(g["seg_start"]), P(g["seg_rows"]), P(g["seg_tile"]), g["S"], g["grid_tiles"],
+            act_code, P(out), stream)
+
+    raw, g = _grouped_forward(state, action, weights, biases, members, elites, input_mean,
+                              input_std, activation, C.rollout_cuda_tile_rows(), layer_fn)
     outputs = _outputs(state)
     C.rollout_epilogue_cuda(*_epilogue_args(
-        raw, pos, K, state, widths[-1], _contig(min_logvar), _contig(max_logvar),
-        _contig(delta_mask), _contig(term_lower), _contig(term_upper), term_inclusive,
-        term_check_finite, sample, seed, offset, outputs), stream)
+        raw, g["pos"], g["K"], state, weights[-1].shape[2], _contig(min_logvar),
+        _contig(max_logvar), _contig(delta_mask), _contig(term_lower), _contig(term_upper),
+        term_inclusive, term_check_finite, sample, seed, offset, outputs), stream)
     return outputs
 
 
