@@ -1,0 +1,1 @@
+"""Hydra configs of `fastmbrl train` (groups and keys as mbrl-lib)."""
