@@ -252,7 +252,8 @@ class SAC(nn.Module):
             next_action, next_log_pi, _ = self.policy.sample(next_obs, noise=noise_next)
             q_next = self.critic_target(next_obs, next_action).min(0).values  # [B]
             v_next = q_next - self.alpha * next_log_pi.squeeze(-1)
-            target = reward + (1.0 - terminated) * self.cfg.gamma * v_next  # [B]
+            not_done = 1.0 - terminated.to(v_next.dtype)
+            target = reward + not_done * self.cfg.gamma * v_next  # [B]
         q = self.critic(obs, act)  # [2, B]
         return ((q - target) ** 2).mean(-1).sum(), target
 
