@@ -10,7 +10,8 @@ of 256 transitions. Implementations:
 
 * ``reference-eager``: ``fastmbrl.agents.SAC`` with ``fastmbrl.set_backend("reference")``.
 * ``reference-compile[-<mode>]``: the same with ``SACConfig(compile=True, compile_mode=...)``
-  (``losses`` is the default mode; ``losses+optim``, ``update``; see ``SACConfig``).
+  (no suffix: the default mode ``losses+optim``; ``optim``, ``losses``, ``update``; see
+  ``SACConfig``).
 * ``native-eager`` / ``native-compile``: ``fastmbrl.set_backend("native")`` (the ensemble-MLP op
   dispatches to its native kernel where one is compiled, else it errors or runs the reference).
 * ``peer-pranz24-style``: a LOCAL re-implementation in the style of mbrl-lib's
@@ -46,7 +47,7 @@ from fastmbrl.agents import SAC, SACConfig  # noqa: E402
 OP = "sac_update"
 # (name, obs_dim, act_dim, hidden): mbrl-lib's MBPO HalfCheetah / Hopper SAC sizes
 SHAPES = [("halfcheetah", 17, 6, 512), ("hopper", 11, 3, 512)]
-COMPILE_MODES = ["losses", "losses+optim", "update"]
+COMPILE_MODES = ["losses+optim", "optim", "losses", "update"]
 
 
 # ---- peer: a pranz24-style SAC, re-implemented locally (separate nn.Linear networks) -----------
@@ -137,7 +138,7 @@ def make_batch(o: int, a: int, n: int, seed: int = 0):
 def fastmbrl_case(o, a, h, b, backend, compile_mode):
     fastmbrl.set_backend(backend)
     cfg = SACConfig(hidden_size=h, batch_size=b, compile=compile_mode is not None,
-                    compile_mode=compile_mode or "losses")
+                    compile_mode=compile_mode or "losses+optim")
     agent = SAC(o, a, -torch.ones(a), torch.ones(a), cfg, seed=0)
     batch = make_batch(o, a, b)
 
@@ -178,13 +179,13 @@ def cases(shapes, batch, modes):
         impls = {"reference-eager": lambda o=o, a=a, h=h: fastmbrl_case(o, a, h, batch,
                                                                         "reference", None)}
         for m in modes:
-            label = "reference-compile" + ("" if m == "losses" else f"-{m}")
+            label = "reference-compile" + ("" if m == "losses+optim" else f"-{m}")
             impls[label] = lambda o=o, a=a, h=h, m=m: fastmbrl_case(o, a, h, batch,
                                                                     "reference", m)
         impls["native-eager"] = lambda o=o, a=a, h=h: fastmbrl_case(o, a, h, batch, "native",
                                                                     None)
         impls["native-compile"] = lambda o=o, a=a, h=h: fastmbrl_case(o, a, h, batch, "native",
-                                                                      "losses")
+                                                                      "losses+optim")
         impls["peer-pranz24-style"] = lambda o=o, a=a, h=h: pranz24_style_case(o, a, h, batch)
         impls["peer-mbrl-lib-0.2.0"] = lambda o=o, a=a, h=h: mbrl_lib_case(o, a, h, batch)
         yield shape, impls

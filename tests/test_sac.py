@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import os
 import types
 
 import numpy as np
@@ -360,12 +361,16 @@ def compile_parity(mode, backend):
 
 
 def test_compile_parity_aot_eager():
-    compile_parity("losses", "aot_eager")
+    compile_parity(SACConfig().compile_mode, "aot_eager")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["losses", "losses+optim", "update"])
+@pytest.mark.parametrize("mode", ["losses+optim", "optim", "losses", "update"])
 def test_compile_parity_inductor(mode):
+    """Inductor compiles for ~30-60 s per mode on a small CPU: the default mode always (slow),
+    the other modes with FASTMBRL_COMPILE_TESTS=1."""
+    if mode != SACConfig().compile_mode and os.environ.get("FASTMBRL_COMPILE_TESTS") != "1":
+        pytest.skip("set FASTMBRL_COMPILE_TESTS=1 to compile every mode with inductor")
     compile_parity(mode, "inductor")
 
 

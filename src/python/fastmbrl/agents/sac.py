@@ -41,7 +41,7 @@ from ..ops import ensemble_mlp
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 EPS = 1e-6
-COMPILE_MODES = ("losses", "losses+optim", "update")
+COMPILE_MODES = ("optim", "losses", "losses+optim", "update")
 
 
 @dataclass
@@ -50,14 +50,18 @@ class SACConfig:
 
     ``compile`` wraps the update in ``torch.compile``; ``compile_mode`` picks what is compiled:
 
-    * ``"losses"`` (default): the critic and actor losses (forward and, through AOTAutograd,
-      backward); ``zero_grad``, clipping and the Adam steps stay eager.
-    * ``"losses+optim"``: as ``"losses"``, plus each optimiser's clip-and-step compiled.
+    * ``"optim"``: only each optimiser's clip-and-Adam-step (one fused kernel per parameter
+      instead of a loop of small ops); the losses and their backward stay eager.
+    * ``"losses"``: the critic and actor losses (forward and, through AOTAutograd, backward);
+      ``zero_grad``, clipping and the Adam steps stay eager.
+    * ``"losses+optim"`` (default): both of the above.
     * ``"update"``: the whole update method, graph breaks at each ``backward()``.
 
-    benchmarks/results/2026-11-21-cpu-sac.txt measures them; compiled and eager updates give
-    the same parameters within float32 round-off (tests/test_sac.py). ``compile_backend`` is
-    passed to ``torch.compile`` (``"inductor"``; ``"aot_eager"`` for fast checks).
+    Verdict on CPU (benchmarks/results/2026-11-21-cpu-sac.txt, 1 thread, hidden 512, batch
+    256): no mode is faster than eager — leave ``compile=False`` on CPU. The first update pays
+    10-60 s of compilation. Compiled and eager updates give the same parameters within float32
+    round-off (tests/test_sac.py). ``compile_backend`` is passed to ``torch.compile``
+    (``"inductor"``; ``"aot_eager"`` for fast checks).
     """
 
     gamma: float = 0.99
@@ -73,7 +77,7 @@ class SACConfig:
     batch_size: int = 256
     grad_clip_norm: float | None = None  # VA-MBPO clips critic and actor at 2.0
     compile: bool = False  # torch.compile the update step
-    compile_mode: str = "losses"
+    compile_mode: str = "losses+optim"
     compile_backend: str = "inductor"
 
     def validate(self) -> None:
@@ -223,9 +227,10 @@ class SAC(nn.Module):
         if cfg.compile_mode == "update":
             self._update_fn = comp(self._update)
             return
-        self._critic_loss_fn = comp(self.critic_loss)
-        self._actor_loss_fn = comp(self.actor_loss)
-        if cfg.compile_mode == "losses+optim":
+        if cfg.compile_mode in ("losses", "losses+optim"):
+            self._critic_loss_fn = comp(self.critic_loss)
+            self._actor_loss_fn = comp(self.actor_loss)
+        if cfg.compile_mode in ("optim", "losses+optim"):
             self._critic_step_fn = comp(self._critic_step)
             self._policy_step_fn = comp(self._policy_step)
 
