@@ -10,7 +10,7 @@ of 256 transitions. Implementations:
 
 * ``reference-eager``: ``fastmbrl.agents.SAC`` with ``fastmbrl.set_backend("reference")``.
 * ``reference-compile[-<mode>]``: the same with ``SACConfig(compile=True, compile_mode=...)``
-  (no suffix: the default mode ``losses+optim``; ``optim``, ``losses``, ``update``; see
+  (no suffix: the default mode ``optim``; ``losses+optim``, ``losses``, ``update``; see
   ``SACConfig``).
 * ``native-eager`` / ``native-compile``: ``fastmbrl.set_backend("native")`` (the ensemble-MLP op
   dispatches to its native kernel where one is compiled, else it errors or runs the reference).
@@ -39,7 +39,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Record, format_table, save, time_fn  # noqa: E402
+from harness import Record, environment, format_table, save, time_fn  # noqa: E402
 
 import fastmbrl  # noqa: E402
 from fastmbrl.agents import SAC, SACConfig  # noqa: E402
@@ -47,7 +47,7 @@ from fastmbrl.agents import SAC, SACConfig  # noqa: E402
 OP = "sac_update"
 # (name, obs_dim, act_dim, hidden): mbrl-lib's MBPO HalfCheetah / Hopper SAC sizes
 SHAPES = [("halfcheetah", 17, 6, 512), ("hopper", 11, 3, 512)]
-COMPILE_MODES = ["losses+optim", "optim", "losses", "update"]
+COMPILE_MODES = ["optim", "losses+optim", "losses", "update"]
 
 
 # ---- peer: a pranz24-style SAC, re-implemented locally (separate nn.Linear networks) -----------
@@ -138,7 +138,7 @@ def make_batch(o: int, a: int, n: int, seed: int = 0):
 def fastmbrl_case(o, a, h, b, backend, compile_mode):
     fastmbrl.set_backend(backend)
     cfg = SACConfig(hidden_size=h, batch_size=b, compile=compile_mode is not None,
-                    compile_mode=compile_mode or "losses+optim")
+                    compile_mode=compile_mode or "optim")
     agent = SAC(o, a, -torch.ones(a), torch.ones(a), cfg, seed=0)
     batch = make_batch(o, a, b)
 
@@ -179,13 +179,13 @@ def cases(shapes, batch, modes):
         impls = {"reference-eager": lambda o=o, a=a, h=h: fastmbrl_case(o, a, h, batch,
                                                                         "reference", None)}
         for m in modes:
-            label = "reference-compile" + ("" if m == "losses+optim" else f"-{m}")
+            label = "reference-compile" + ("" if m == "optim" else f"-{m}")
             impls[label] = lambda o=o, a=a, h=h, m=m: fastmbrl_case(o, a, h, batch,
                                                                     "reference", m)
         impls["native-eager"] = lambda o=o, a=a, h=h: fastmbrl_case(o, a, h, batch, "native",
                                                                     None)
         impls["native-compile"] = lambda o=o, a=a, h=h: fastmbrl_case(o, a, h, batch, "native",
-                                                                      "losses+optim")
+                                                                      "optim")
         impls["peer-pranz24-style"] = lambda o=o, a=a, h=h: pranz24_style_case(o, a, h, batch)
         impls["peer-mbrl-lib-0.2.0"] = lambda o=o, a=a, h=h: mbrl_lib_case(o, a, h, batch)
         yield shape, impls
@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-time", type=float, default=5.0, help="seconds per round and impl")
     p.add_argument("--modes", nargs="*", default=COMPILE_MODES, choices=COMPILE_MODES)
     p.add_argument("--quick", action="store_true", help="hidden 64, 10 repeats")
+    p.add_argument("--note", action="append", default=[], help="a line for the .txt header")
     p.add_argument("--out", default=None, help="JSON output path (a .txt table beside it)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -252,7 +253,19 @@ def main(argv: list[str] | None = None) -> int:
     table = format_table(records)
     ups = "\n".join(f"{r.shape:<40} {r.impl:<32} {r.extra['updates_per_s']:8.1f} updates/s  "
                     f"first call {r.extra['first_call_s']:6.1f} s" for r in records)
-    text = f"{table}\n\n{ups}\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
+    env = environment()
+    native = env.get("native_build") or {}
+    header = [
+        f"SAC update throughput, {env['date']}",
+        f"command: {env['command']}",
+        f"machine: {env.get('cpu_model', env['cpu'])}, torch {env['torch']}, "
+        f"torch.set_num_threads({args.threads}), batch {args.batch}, git {env.get('git_commit')}",
+        f"native op families compiled: {native.get('op_families')}",
+        f"timing: {args.rounds} round-robin rounds x {repeats} updates per implementation; "
+        "median of the round medians",
+    ] + [f"note: {n}" for n in args.note]
+    text = "\n".join(header) + f"\n\n{table}\n\n{ups}\n"
+    text += "\n" + "\n".join(notes) + "\n" if notes else ""
     print("\n" + text)
     if args.out:
         save(records, args.out)

@@ -50,17 +50,20 @@ class SACConfig:
 
     ``compile`` wraps the update in ``torch.compile``; ``compile_mode`` picks what is compiled:
 
-    * ``"optim"``: only each optimiser's clip-and-Adam-step (one fused kernel per parameter
-      instead of a loop of small ops); the losses and their backward stay eager.
+    * ``"optim"`` (default): only each optimiser's clip-and-Adam-step (fused kernels instead
+      of a loop of small ops); the losses and their backward stay eager.
     * ``"losses"``: the critic and actor losses (forward and, through AOTAutograd, backward);
       ``zero_grad``, clipping and the Adam steps stay eager.
-    * ``"losses+optim"`` (default): both of the above.
+    * ``"losses+optim"``: both of the above.
     * ``"update"``: the whole update method, graph breaks at each ``backward()``.
 
     Verdict on CPU (benchmarks/results/2026-11-21-cpu-sac.txt, 1 thread, hidden 512, batch
-    256): no mode is faster than eager — leave ``compile=False`` on CPU. The first update pays
-    10-60 s of compilation. Compiled and eager updates give the same parameters within float32
-    round-off (tests/test_sac.py). ``compile_backend`` is passed to ``torch.compile``
+    256, a shared 2-core VM): ``"optim"`` is on par with eager (within the noise); every mode
+    that compiles the losses is 25-45 % slower than eager (inductor's CPU code for the
+    ensemble matmuls and their transposes loses to eager ``bmm``). So leave ``compile=False``
+    on CPU. The first update pays seconds to a minute of compilation. Not yet measured on a
+    GPU, where the verdict may differ. Compiled and eager updates give the same parameters
+    within float32 round-off (tests/test_sac.py). ``compile_backend`` is passed to ``torch.compile``
     (``"inductor"``; ``"aot_eager"`` for fast checks).
     """
 
@@ -77,7 +80,7 @@ class SACConfig:
     batch_size: int = 256
     grad_clip_norm: float | None = None  # VA-MBPO clips critic and actor at 2.0
     compile: bool = False  # torch.compile the update step
-    compile_mode: str = "losses+optim"
+    compile_mode: str = "optim"
     compile_backend: str = "inductor"
 
     def validate(self) -> None:
