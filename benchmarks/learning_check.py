@@ -68,13 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.root)
 
     if not args.analyze_only:
+        root.mkdir(parents=True, exist_ok=True)
         procs = []
         for seed in args.seeds:
             cmd = [sys.executable, "-m", "fastmbrl", "train", f"overrides={args.overrides}",
                    f"overrides.num_steps={args.steps}", f"seed={seed}", f"root_dir={root}",
                    "experiment=learning_check", f"device={args.device}",
                    f"torch_threads={args.threads}", "progress=false", "resume=true", *args.extra]
-            log = open(root.mkdir(parents=True, exist_ok=True) or root / f"seed{seed}.log", "a")
+            log = open(root / f"seed{seed}.log", "a")
             print(" ".join(cmd))
             procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
         codes = [proc.wait() for proc in procs]
