@@ -25,6 +25,7 @@ from harness import Record, format_table, save, time_fn  # noqa: E402
 # op family -> module in benchmarks/ defining cases(device, quick)
 OPS = {
     "gaussian_nll": "cases_gaussian_nll",
+    "ensemble_mlp": "cases_ensemble_mlp",
 }
 
 

@@ -197,7 +197,7 @@ def _backward_cpu(grad, x, weights, saved, activation: int, min_logvar, max_logv
                                          E * B, D, P(dz), P(d_lo), P(d_hi))
     else:
         dz = grad
-        d_lo = d_hi = grad.new_empty((0,))
+        d_lo, d_hi = grad.new_empty((0,)), grad.new_empty((0,))
     d_ws: list[torch.Tensor] = [grad] * L
     d_bs: list[torch.Tensor] = [grad] * L
     dx = x.new_empty((0,))
@@ -273,7 +273,7 @@ def _backward_cuda(grad, x, weights, saved, activation: int, min_logvar, max_log
                                  P(d_hi), stream)
     else:
         dz = grad
-        d_lo = d_hi = grad.new_empty((0,))
+        d_lo, d_hi = grad.new_empty((0,)), grad.new_empty((0,))
     d_ws: list[torch.Tensor] = [grad] * L
     d_bs: list[torch.Tensor] = [grad] * L
     dx = x.new_empty((0,))
