@@ -196,6 +196,30 @@ def test_shared_activation_math_matches_torch(activation, dtype, gen):
     torch.testing.assert_close(dz, dzr, **TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_shared_head_math_matches_torch(dtype, gen):
+    """bound/bound_grad in ensemble_mlp.h (the CUDA head epilogue and head backward) against
+    autograd through bound_logvar, via the CPU entry points that wrap them."""
+    rows, D = 37, 5
+    y = (torch.randn(rows, 2 * D, generator=gen, dtype=torch.float64) * 8).to(dtype)
+    g = torch.randn(rows, 2 * D, generator=gen, dtype=torch.float64).to(dtype)
+    lo = (torch.randn(D, generator=gen, dtype=torch.float64) - 3).to(dtype)
+    hi = (torch.randn(D, generator=gen, dtype=torch.float64) + 1).to(dtype)
+    out, raw = y.clone(), _native.empty((rows, D), y)
+    dy, d_lo, d_hi = _native.empty_like(y), _native.empty_like(lo), _native.empty_like(hi)
+    C, P, code = _native._C, _native.ptr, _native.dtype_code(y)
+    C.mlp_head_forward_cpu(code, P(out), P(lo), P(hi), rows, D, P(raw))
+    C.mlp_head_backward_cpu(code, P(g), P(raw), P(lo), P(hi), rows, D, P(dy), P(d_lo), P(d_hi))
+    yr, lor, hir = (t.clone().requires_grad_(True) for t in (y, lo, hi))
+    want = torch.cat([yr[:, :D], mlp_module.bound_logvar(yr[:, D:], lor, hir)], dim=1)
+    grads = torch.autograd.grad(want, (yr, lor, hir), g)
+    tol = TOL[dtype]
+    torch.testing.assert_close(raw, y[:, D:], rtol=0, atol=0)
+    torch.testing.assert_close(out, want.detach(), **tol)
+    for got, w in zip((dy, d_lo, d_hi), grads, strict=True):
+        torch.testing.assert_close(got, w, **tol)
+
+
 def test_bounds_saturate_like_mbrl_lib(gen):
     """Raw logvars far outside [min, max] land on the bounds, as with mbrl-lib's softplus."""
     E, B, D = 2, 3, 4

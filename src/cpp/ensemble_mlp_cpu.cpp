@@ -1,4 +1,6 @@
-// CPU epilogues of the ensemble MLP (the GEMMs are torch's, called from Python).
+// CPU instantiation of the ensemble MLP epilogues (the per-element math shared with the CUDA
+// kernels). Not on the op's CPU hot path: torch's vectorised kernels measured faster (see
+// include/fastmbrl/ensemble_mlp.h); tests use these to check the shared math without a GPU.
 //
 // Each loop is specialised per activation outside the element loop so the compiler sees a
 // straight-line body; the head's bound-gradient sums over rows are accumulated in double.
