@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
             for op, shape, impls in module.cases(device, quick=args.quick):
                 if args.interleave:
                     timed = time_interleaved(impls, device, args.warmup, args.repeats)
-                    for impl, (median, n) in timed.items():
+                    for impl, (median, n, fastest) in timed.items():
                         records.append(Record(op, shape, device, impl, median, n,
-                                              {"interleaved": True}))
+                                              {"interleaved": True, "min_us": fastest}))
                         print(f"{op:<26} {shape:<34} {device:<6} {impl:<22} {median:12.1f} us",
                               flush=True)
                     continue

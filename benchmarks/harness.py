@@ -86,10 +86,12 @@ def time_interleaved(
     warmup: int = 10,
     repeats: int = 50,
     max_time_s: float = 120.0,
-) -> dict[str, tuple[float, int]]:
+) -> dict[str, tuple[float, int, float]]:
     """Like :func:`time_fn` for several implementations, timed round-robin (one call of each
     per round), so a noisy shared machine loads every implementation alike. Returns
-    ``{impl: (median_us, repeats)}``; an implementation that raises is left out and reported."""
+    ``{impl: (median_us, repeats, min_us)}``; the minimum is the better estimate of the
+    uncontended time on a loaded machine. An implementation that raises is left out and
+    reported."""
     live: dict[str, Callable[[], object]] = {}
     for name, fn in fns.items():
         try:
@@ -112,7 +114,7 @@ def time_interleaved(
             times[name].append((time.perf_counter() - t0) * 1e6)
         if time.perf_counter() - start_all > max_time_s and min(map(len, times.values())) >= 5:
             break
-    return {name: (statistics.median(ts), len(ts)) for name, ts in times.items()}
+    return {name: (statistics.median(ts), len(ts), min(ts)) for name, ts in times.items()}
 
 
 def environment() -> dict:

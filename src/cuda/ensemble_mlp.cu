@@ -17,6 +17,8 @@
 namespace fastmbrl {
 namespace {
 
+// ---- host-emulated kernels (tests/native/emulate_ensemble_mlp_cuda.cpp runs the code from
+// here to the end marker on the CPU, one std::thread per CUDA thread) ----
 constexpr int BM = 64, BN = 64, BK = 16, TM = 4, TN = 4, TX = 16;
 constexpr int kGemmThreads = 256;  // 16 x 16 threads, each a TM x TN block
 static_assert((BM / TM) * (BN / TN) == kGemmThreads, "tile and thread block disagree");
@@ -125,15 +127,6 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(const GemmArgs<T> p)
   }
 }
 
-template <typename T, int EPI>
-int launch_gemm(const GemmArgs<T>& p, int64_t E, cudaStream_t s) {
-  const int64_t gy = (p.M + BM - 1) / BM, gx = (p.N + BN - 1) / BN;
-  if (gy > 65535 || E > 65535 || gx > 2147483647LL) return static_cast<int>(cudaErrorInvalidConfiguration);
-  dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(E));
-  gemm_kernel<T, EPI><<<grid, kGemmThreads, 0, s>>>(p);
-  return static_cast<int>(cudaGetLastError());
-}
-
 // db[e, o] = sum_m dz[e, m, o]: 32 columns x 8 row-slices per block, fixed-order sums.
 template <typename T>
 __global__ void bias_grad_kernel(const T* __restrict__ dz, int64_t M, int64_t O,
@@ -153,6 +146,17 @@ __global__ void bias_grad_kernel(const T* __restrict__ dz, int64_t M, int64_t O,
     for (int r = 0; r < 8; ++r) s += part[r][threadIdx.x];
     db[e * O + o] = s;
   }
+}
+
+// ---- end of host-emulated kernels ----
+
+template <typename T, int EPI>
+int launch_gemm(const GemmArgs<T>& p, int64_t E, cudaStream_t s) {
+  const int64_t gy = (p.M + BM - 1) / BM, gx = (p.N + BN - 1) / BN;
+  if (gy > 65535 || E > 65535 || gx > 2147483647LL) return static_cast<int>(cudaErrorInvalidConfiguration);
+  dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(E));
+  gemm_kernel<T, EPI><<<grid, kGemmThreads, 0, s>>>(p);
+  return static_cast<int>(cudaGetLastError());
 }
 
 template <typename T>
