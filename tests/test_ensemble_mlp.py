@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import shutil
 import subprocess
@@ -369,6 +370,96 @@ def test_bad_activation_and_empty_batch(gen):
         ensemble_mlp(x, ws, bs, "gelu")
     with pytest.raises(ValueError, match=r"B \(batch\) must be at least 1, got 0"):
         ensemble_mlp(torch.zeros(3, 0, 5), ws, bs)
+
+
+class _CudaContract:
+    """The CUDA entry points' documented contracts (include/fastmbrl/ensemble_mlp.h) in torch,
+    reading and writing through the raw pointers, so the Python glue of the CUDA path (argument
+    order, sizes, strides, which buffers) runs on CPU tensors without a GPU."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    @staticmethod
+    def t(ptr, code, *shape):
+        n = 1
+        for s in shape:
+            n *= s
+        ct, dt = (ctypes.c_float, torch.float32) if code == 0 else (ctypes.c_double, torch.float64)
+        return torch.frombuffer((ct * n).from_address(ptr), dtype=dt).view(*shape)
+
+    def mlp_layer_forward_cuda(self, code, x, xs, W, b, E, M, K, N, act, z, h, lo, hi, D, raw,
+                               stream):
+        X = self.t(x, code, M, K) if xs == 0 else self.t(x, code, E, M, K)
+        v = torch.matmul(X, self.t(W, code, E, K, N)) + self.t(b, code, E, N).unsqueeze(1)
+        out = self.t(h, code, E, M, N)
+        if act >= 0:
+            if z:
+                self.t(z, code, E, M, N).copy_(v)
+            out.copy_(mlp_module._torch_act(act, v))
+            return
+        out.copy_(v)
+        if D > 0:
+            self.t(raw, code, E, M, D).copy_(v[..., D:])
+            out[..., D:] = mlp_module.bound_logvar(v[..., D:], self.t(lo, code, D),
+                                                   self.t(hi, code, D))
+
+    def mlp_layer_backward_input_cuda(self, code, dz, W, E, M, K, N, act, zp, hp, dx, stream):
+        g = torch.bmm(self.t(dz, code, E, M, K), self.t(W, code, E, N, K).transpose(1, 2))
+        if act >= 0:
+            g = mlp_module._torch_act_backward(act, g, self.t(zp, code, E, M, N),
+                                               self.t(hp, code, E, M, N))
+        self.t(dx, code, E, M, N).copy_(g)
+
+    def mlp_layer_backward_params_cuda(self, code, x, xs, dz, E, M, I, O, dW, db, stream):
+        X = self.t(x, code, M, I) if xs == 0 else self.t(x, code, E, M, I)
+        D = self.t(dz, code, E, M, O)
+        self.t(dW, code, E, I, O).copy_(torch.matmul(X.transpose(-1, -2), D))
+        self.t(db, code, E, O).copy_(D.sum(1))
+
+    def mlp_sum_members_cuda(self, code, ws, E, n, out, stream):
+        self.t(out, code, n).copy_(self.t(ws, code, E, n).sum(0))
+
+    def mlp_head_backward_cuda(self, code, g, raw, lo, hi, rows, D, dy, d_lo, d_hi, stream):
+        G = self.t(g, code, rows, 2 * D)
+        r = self.t(raw, code, rows, D).clone().requires_grad_(True)
+        lo_t = self.t(lo, code, D).clone().requires_grad_(True)
+        hi_t = self.t(hi, code, D).clone().requires_grad_(True)
+        grads = torch.autograd.grad(mlp_module.bound_logvar(r, lo_t, hi_t), (r, lo_t, hi_t),
+                                    G[:, D:])
+        out = self.t(dy, code, rows, 2 * D)
+        out[:, :D] = G[:, :D]
+        out[:, D:] = grads[0]
+        self.t(d_lo, code, D).copy_(grads[1])
+        self.t(d_hi, code, D).copy_(grads[2])
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("head", [False, True])
+@pytest.mark.parametrize("n_layers", [1, 3])
+def test_cuda_python_glue_against_the_entry_point_contracts(monkeypatch, shared, head, n_layers,
+                                                            gen):
+    sizes = [9, 13, 11, 6][: n_layers] + [6]
+    x, ws, bs, lo, hi = _model(3, 5, sizes, torch.float64, "cpu", shared, head, gen, False)
+    act = ACT_CODES["tanh"]
+    want_out, want_saved = mlp_module._forward_cpu(x, ws, bs, act, lo, hi)
+    grad = torch.randn(want_out.shape, generator=gen, dtype=torch.float64)
+    want = mlp_module._backward_cpu(grad, x, ws, want_saved, act, lo, hi, True)
+    monkeypatch.setattr(_native, "_C", _CudaContract(_native._C))
+    monkeypatch.setattr(_native, "cuda_stream", lambda device: 0)
+    out, saved = mlp_module._forward_cuda(x, ws, bs, act, lo, hi)
+    got = mlp_module._backward_cuda(grad, x, ws, saved, act, lo, hi, True)
+    torch.testing.assert_close(out, want_out)
+    for a, b in zip(saved, want_saved, strict=True):
+        torch.testing.assert_close(a, b)
+    flat = [(a, b) for a, b in zip(got, want, strict=True) if isinstance(a, torch.Tensor)]
+    flat += [(a, b) for la, lb in zip(got[1:3], want[1:3], strict=True)
+             for a, b in zip(la, lb, strict=True)]
+    for a, b in flat:
+        torch.testing.assert_close(a, b)
 
 
 ROOT = Path(__file__).resolve().parents[1]
