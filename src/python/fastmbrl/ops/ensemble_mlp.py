@@ -31,7 +31,9 @@ node for the whole MLP; works under autograd, ``opcheck`` and ``torch.compile(fu
   epilogue; backward dX = dZ·Wᵀ with the previous layer's activation derivative fused, dW = Xᵀ·dZ,
   db = Σ_b dZ and the head's bound gradients as fixed-order reductions (deterministic, no
   atomics). fp32 (or fp64) arithmetic, no TF32. **Compiled for sm_80/sm_90 but not yet run on a
-  GPU** (the development machine has none); the CUDA tests skip without a device.
+  GPU** (the development machine has none); the CUDA tests skip without a device. Without a GPU
+  the tests check the GEMM and bias-gradient kernels' source under a host emulation (one thread
+  per CUDA thread) and the CUDA path's Python glue against the entry points' contracts.
 - CPU: torch's batched GEMM with the bias fused (``baddbmm``), torch's vectorised activation and
   softplus kernels, and a hand-written closed-form backward.
 
@@ -208,11 +210,12 @@ def _backward_cpu(grad, x, weights, saved, activation: int, min_logvar, max_logv
         D = raw.shape[-1]
         g_lv = grad[..., D:]
         u = max_logvar - raw
-        v = max_logvar - F.softplus(u) - min_logvar
+        v = (max_logvar - min_logvar) - F.softplus(u)
         t = torch.ops.aten.softplus_backward(g_lv, v, 1.0, 20.0)  # g s(v)
         d_raw = torch.ops.aten.softplus_backward(t, u, 1.0, 20.0)  # g s(v) s(u)
-        d_hi = (t - d_raw).sum((0, 1))
-        d_lo = (g_lv - t).sum((0, 1))
+        t_sum = t.sum((0, 1))
+        d_hi = t_sum - d_raw.sum((0, 1))  # Σ g s(v) (1 - s(u))
+        d_lo = g_lv.sum((0, 1)) - t_sum  # Σ g (1 - s(v))
         dz = torch.cat([grad[..., :D], d_raw], dim=-1)
     else:
         dz = grad
