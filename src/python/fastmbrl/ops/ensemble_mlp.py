@@ -37,11 +37,15 @@ node for the whole MLP; works under autograd, ``opcheck`` and ``torch.compile(fu
 - CPU: torch's batched GEMM with the bias fused (``baddbmm``), torch's vectorised activation and
   softplus kernels, and a hand-written closed-form backward.
 
-CPU verdict (benchmarks/results/2026-11-21-cpu-ensemble_mlp.*, one training step at E=7, B=256,
-4x200 SiLU, Gaussian head): the CPU GEMMs are torch's either way and take most of the step, so
-the native CPU path measured within run-to-run noise of the reference, never clearly faster.
-``auto`` therefore runs the reference on CPU (``PREFER_NATIVE_CPU = False``); ``backend="native"``
-runs the native CPU path.
+CPU verdict (benchmarks/results/2026-11-21-cpu*-ensemble_mlp.txt; one training step, E=7,
+B=256, 4x200 SiLU, Gaussian head, on a shared 2-core EPYC): the GEMMs are torch's in both paths
+and take most of the step, so the native CPU path is at parity without the head, and slower with
+it at Humanoid size (D=377: 0.88x the reference's median at 1 thread; its head -- torch
+elementwise ops, softplus recomputed in the backward -- costs about twice the reference's autograd
+head). At HalfCheetah size it is within noise (0.97x). It never wins, so ``auto`` runs the
+reference on CPU (``PREFER_NATIVE_CPU = False``); ``backend="native"`` still runs the native CPU
+path. The scalar native epilogues (``mlp_*_cpu``) measured ~5x slower than torch's vectorised
+kernels and are not on the CPU path.
 """
 
 from __future__ import annotations
