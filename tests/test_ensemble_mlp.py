@@ -290,6 +290,18 @@ def test_auto_backend_follows_the_cpu_verdict(monkeypatch, gen):
         assert len(calls) == int(verdict)
 
 
+def test_auto_backend_keeps_unmeasured_cuda_kernels_off(monkeypatch):
+    monkeypatch.setattr(_native, "HAS_CUDA_KERNELS", True)
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(mlp_module, "PREFER_NATIVE_CUDA", False)
+    assert not mlp_module._use_native(cuda, None)
+    assert not mlp_module._use_native(cuda, "auto")
+    assert mlp_module._use_native(cuda, "native")
+    assert not mlp_module._use_native(cuda, "reference")
+    monkeypatch.setattr(mlp_module, "PREFER_NATIVE_CUDA", True)
+    assert mlp_module._use_native(cuda, "auto")
+
+
 # ---- bad input: every error names the argument and the expected and actual value ------------
 def _ok(gen, head=True):
     return _model(3, 4, [5, 7, 6], torch.float32, "cpu", False, head, gen, requires_grad=False)

@@ -44,8 +44,11 @@ it at Humanoid size (D=377: 0.88x the reference's median at 1 thread; its head -
 elementwise ops, softplus recomputed in the backward -- costs about twice the reference's autograd
 head). At HalfCheetah size it is within noise (0.97x). It never wins, so ``auto`` runs the
 reference on CPU (``PREFER_NATIVE_CPU = False``); ``backend="native"`` still runs the native CPU
-path. The scalar native epilogues (``mlp_*_cpu``) measured ~5x slower than torch's vectorised
-kernels and are not on the CPU path.
+path. Until the CUDA kernels are measured on a GPU, ``auto`` also keeps CUDA tensors on the
+reference (``PREFER_NATIVE_CUDA = False``); ``backend="native"`` runs them.
+
+The scalar native CPU epilogues (``mlp_*_cpu``) measured ~5x slower than torch's vectorised
+kernels and are not on the CPU path; tests use them to check the math the CUDA epilogues share.
 """
 
 from __future__ import annotations
@@ -63,8 +66,12 @@ _ACT_FNS = {"silu": F.silu, "relu": F.relu, "tanh": torch.tanh}
 ACT_CODES = {"silu": 0, "relu": 1, "tanh": 2}  # include/fastmbrl/ensemble_mlp.h
 NO_ACT = -1
 
-# Measured verdict for CPU tensors in ``auto`` mode (benchmarks/results/*-cpu-ensemble_mlp.*).
+# Measured verdict for CPU tensors in ``auto`` mode (benchmarks/results/*-cpu*-ensemble_mlp.*).
 PREFER_NATIVE_CPU = False
+# The CUDA kernels have not been run on a GPU yet (none on the development machine), nor timed
+# against torch's cuBLAS GEMMs, so ``auto`` keeps CUDA tensors on the reference until a measured
+# run says otherwise; ``backend="native"`` runs them.
+PREFER_NATIVE_CUDA = False
 
 
 def bound_logvar(
@@ -396,6 +403,16 @@ torch.library.register_autograd(
 )
 
 
+def _use_native(device: torch.device, backend: str | None) -> bool:
+    """``_native.use_native`` with this op's verdicts: CPU per PREFER_NATIVE_CPU and, in ``auto``
+    mode, CUDA per PREFER_NATIVE_CUDA."""
+    native = _native.use_native(device, backend, prefer_native_cpu=PREFER_NATIVE_CPU)
+    if native and device.type == "cuda" and not PREFER_NATIVE_CUDA:
+        mode = _native.get_backend() if backend is None else backend.strip().lower()
+        return mode == "native"
+    return native
+
+
 # ---------------------------------------------------------------------------------------------
 # Public entry point
 # ---------------------------------------------------------------------------------------------
@@ -414,7 +431,7 @@ def ensemble_mlp(
     ``backend``: ``None`` (process default), ``"auto"``, ``"reference"`` or ``"native"``.
     """
     validate(x, weights, biases, activation, min_logvar, max_logvar)
-    if not _native.use_native(x.device, backend, prefer_native_cpu=PREFER_NATIVE_CPU):
+    if not _use_native(x.device, backend):
         return ensemble_mlp_reference(x, weights, biases, activation, min_logvar, max_logvar)
     out, _ = torch.ops.fastmbrl.ensemble_mlp_forward(
         x, list(weights), list(biases), ACT_CODES[activation], min_logvar, max_logvar
