@@ -20,11 +20,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Record, format_table, save, time_fn  # noqa: E402
+from harness import Record, format_table, save, time_fn, time_interleaved  # noqa: E402
 
 # op family -> module in benchmarks/ defining cases(device, quick)
 OPS = {
     "gaussian_nll": "cases_gaussian_nll",
+    "ensemble_mlp": "cases_ensemble_mlp",
     "rollout": "cases_rollout",
 }
 
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--quick", action="store_true", help="one small shape per op")
     p.add_argument("--out", default=None, help="JSON output path")
+    p.add_argument("--interleave", action="store_true",
+                   help="time a case's implementations round-robin (fairer on a loaded machine)")
     args = p.parse_args(argv)
 
     devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
@@ -45,6 +48,14 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(OPS[op_family])
         for device in devices:
             for op, shape, impls in module.cases(device, quick=args.quick):
+                if args.interleave:
+                    timed = time_interleaved(impls, device, args.warmup, args.repeats)
+                    for impl, (median, n, fastest) in timed.items():
+                        records.append(Record(op, shape, device, impl, median, n,
+                                              {"interleaved": True, "min_us": fastest}))
+                        print(f"{op:<26} {shape:<34} {device:<6} {impl:<22} {median:12.1f} us",
+                              flush=True)
+                    continue
                 for impl, fn in impls.items():
                     try:
                         median, n = time_fn(fn, device, args.warmup, args.repeats)

@@ -80,6 +80,43 @@ def time_fn(
     return statistics.median(times), len(times)
 
 
+def time_interleaved(
+    fns: dict[str, Callable[[], object]],
+    device: str,
+    warmup: int = 10,
+    repeats: int = 50,
+    max_time_s: float = 120.0,
+) -> dict[str, tuple[float, int, float]]:
+    """Like :func:`time_fn` for several implementations, timed round-robin (one call of each
+    per round), so a noisy shared machine loads every implementation alike. Returns
+    ``{impl: (median_us, repeats, min_us)}``; the minimum is the better estimate of the
+    uncontended time on a loaded machine. An implementation that raises is left out and
+    reported."""
+    live: dict[str, Callable[[], object]] = {}
+    for name, fn in fns.items():
+        try:
+            for _ in range(warmup):
+                fn()
+        except Exception as exc:  # a peer that cannot run here is reported, not fatal
+            print(f"skip {name}: {type(exc).__name__}: {exc}")
+            continue
+        live[name] = fn
+    times: dict[str, list[float]] = {name: [] for name in live}
+    if not live:
+        return {}
+    start_all = time.perf_counter()
+    for _ in range(repeats):
+        for name, fn in live.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append((time.perf_counter() - t0) * 1e6)
+        if time.perf_counter() - start_all > max_time_s and min(map(len, times.values())) >= 5:
+            break
+    return {name: (statistics.median(ts), len(ts), min(ts)) for name, ts in times.items()}
+
+
 def environment() -> dict:
     """Where the numbers were measured: machine, versions, command line, date."""
     import fastmbrl
