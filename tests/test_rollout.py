@@ -491,7 +491,7 @@ def test_cpu_epilogue_threads_do_not_change_results(gen):
         outs = R._outputs(state)
         args = R._epilogue_args(raw, None, 1, state, 2 * D, lo, hi, None, lower, upper, False,
                                 True, True, 8, 2, outs)
-        _native._C.rollout_epilogue_cpu(*args, threads)
+        _native._C.rollout_epilogue_cpu(*args, threads, False)
         results.append(outs)
     for a, b in zip(*results, strict=True):
         assert torch.equal(a, b)
@@ -554,7 +554,7 @@ def test_cuda_path_emulated_on_cpu(mode, tile_rows, gen):
     outs = R._outputs(state)
     _native._C.rollout_epilogue_cpu(*R._epilogue_args(
         raw, g["pos"], g["K"], state, raw.shape[1], extra["min_logvar"], extra["max_logvar"],
-        mask, lower, upper, False, True, True, 21, 4, outs), 1)
+        mask, lower, upper, False, True, True, 21, 4, outs), 1, False)
     want = ensemble_rollout_step(state, action, weights, biases, members, elites,
                                  activation="tanh", delta_mask=mask, termination=rule, seed=21,
                                  offset=4, backend="reference", **extra)
