@@ -34,9 +34,11 @@ Differences from mbrl-lib, on purpose:
 
 Backends:
 - reference: :func:`ensemble_rollout_step_reference` (loop over the members present).
-- CPU native: rows grouped by member (stable argsort), torch GEMMs per member segment, then one
-  fused C++ pass for logvar bounds, Philox noise, delta add, reward and the TerminationRule.
-  Verdict by measurement (benchmarks/results/*-cpu-rollout.*): see ``PREFER_NATIVE_CPU``.
+- CPU native: rows grouped by member (stable argsort, sorted once), torch GEMMs per member
+  segment, logvar bounds + exp as vectorized torch ops, then one fused C++ pass (std::threads)
+  for Philox noise, delta add, reward and the TerminationRule, reading rows through the inverse
+  permutation. Verdict by measurement (benchmarks/results/2026-11-21-cpu-rollout.*): see
+  ``PREFER_NATIVE_CPU``.
 - CUDA native (compiled, not yet verified on a GPU): member grouping by torch ops on the device
   (argsort, scatter-add counts, cumsum; no host synchronization), one grouped-GEMM kernel per
   layer over member segments with fused bias + activation (the first layer gathers and
