@@ -6,8 +6,10 @@ z outside [1, 2]). Every implementation draws its members inside the timed call.
 
 Implementations:
 - ``reference-eager``: fastmbrl's pure-PyTorch reference (``backend="reference"``).
-- ``reference-compile``: the same under ``torch.compile`` (default inductor; the reference's
-  loop over members graph-breaks, so it is not fullgraph).
+- ``reference-compile``: the same under ``torch.compile(dynamic=True)`` (inductor; the
+  reference's loop over members graph-breaks, so it is not fullgraph, and its torch Philox runs
+  eagerly: ``philox_normal`` is ``torch.compiler.disable``d because inductor did not finish
+  compiling its 10 unrolled rounds within 4 minutes on the 2-core CPU).
 - ``native``: ``backend="native"`` (CPU: torch GEMMs per member segment + fused C++ epilogue).
 - ``peer-mbrl-style``: a local RE-IMPLEMENTATION of mbrl-lib 0.2.0's ``random_model``
   propagation algorithm (randperm, view as [n_elites, N/n_elites, in], batched matmul through
@@ -109,7 +111,7 @@ def cases(device: str, quick: bool = False):
                               backend=backend, **extra)
             return step
 
-        compiled_ref = torch.compile(ensemble_rollout_step_reference)
+        compiled_ref = torch.compile(ensemble_rollout_step_reference, dynamic=True)
 
         def ref_compiled(state=state, action=action, weights=weights, biases=biases,
                          extra=extra, elites=elites, rule=rule, mgen=mgen, N=N,

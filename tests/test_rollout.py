@@ -491,7 +491,7 @@ def test_cpu_epilogue_threads_do_not_change_results(gen):
         outs = R._outputs(state)
         args = R._epilogue_args(raw, None, 1, state, 2 * D, lo, hi, None, lower, upper, False,
                                 True, True, 8, 2, outs)
-        _native._C.rollout_epilogue_cpu(*args, threads)
+        _native._C.rollout_epilogue_cpu(*args, threads, False)
         results.append(outs)
     for a, b in zip(*results, strict=True):
         assert torch.equal(a, b)
@@ -554,8 +554,49 @@ def test_cuda_path_emulated_on_cpu(mode, tile_rows, gen):
     outs = R._outputs(state)
     _native._C.rollout_epilogue_cpu(*R._epilogue_args(
         raw, g["pos"], g["K"], state, raw.shape[1], extra["min_logvar"], extra["max_logvar"],
-        mask, lower, upper, False, True, True, 21, 4, outs), 1)
+        mask, lower, upper, False, True, True, 21, 4, outs), 1, False)
     want = ensemble_rollout_step(state, action, weights, biases, members, elites,
                                  activation="tanh", delta_mask=mask, termination=rule, seed=21,
                                  offset=4, backend="reference", **extra)
     assert_outputs_close(outs, want, dtype)
+
+
+# ---- CUDA only (skipped without a device): many row tiles, partial tiles, graph capture --------
+CUDA_ONLY = [p for p in DEVICES if p.id == "cuda"]
+
+
+@pytest.mark.parametrize("device", CUDA_ONLY)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", ["random_model", "expectation"])
+def test_cuda_many_tiles_match_reference(device, dtype, mode, gen):
+    N, O, A, E = 3001, 17, 6, 7
+    weights, biases, extra = make_model(O, A, [200, 200, 200], E, True, dtype, device, gen)
+    state, action = make_batch(N, O, A, dtype, device, gen)
+    elites = torch.tensor([0, 1, 3, 4, 6], device=device)
+    members = member_indices(mode, N, elites)
+    rule = TerminationRule((-3.0,) * 5, (3.0,) * 5)
+    kw = dict(members=members, elites=elites, termination=rule, seed=5, offset=9, **extra)
+    got = ensemble_rollout_step(state, action, weights, biases, backend="native", **kw)
+    want = ensemble_rollout_step(state, action, weights, biases, backend="reference", **kw)
+    assert_outputs_close(got, want, dtype)
+
+
+@pytest.mark.parametrize("device", CUDA_ONLY)
+def test_cuda_graph_capture(device, gen):
+    weights, biases, extra = make_model(17, 6, [200, 200], 7, True, torch.float32, device, gen)
+    state, action = make_batch(1000, 17, 6, torch.float32, device, gen)
+    members = torch.randint(0, 7, (1000,), device=device)
+    rule = TerminationRule((-3.0,) * 5, (3.0,) * 5)
+    kw = dict(termination=rule, seed=3, backend="native", **extra)
+    ensemble_rollout_step(state, action, weights, biases, members, **kw)  # warm-up
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static = ensemble_rollout_step(state, action, weights, biases, members, **kw)
+    state.copy_(torch.randn_like(state))
+    members.copy_(torch.randint(0, 7, (1000,), device=device))
+    graph.replay()
+    torch.cuda.synchronize()
+    want = ensemble_rollout_step(state, action, weights, biases, members, termination=rule,
+                                 seed=3, backend="reference", **extra)
+    assert_outputs_close(static, want, torch.float32)

@@ -82,6 +82,8 @@ struct EpilogueArgs {
   int64_t N, O, out_w;    // rows, observation size, last-layer width (2*D Gaussian, D otherwise)
   bool gaussian;          // raw holds (mean, raw logvar)
   bool sample;            // add exp(lv/2) * noise (Gaussian only)
+  bool std_given;         // K == 1 only: raw[., D + d] already holds exp(lv_d / 2) (the CPU
+                          // path computes bounds and exp with vectorized torch ops)
   const T* min_logvar;    // [D] (Gaussian only)
   const T* max_logvar;    // [D]
   const T* state;         // [N, O]
@@ -110,12 +112,18 @@ FASTMBRL_HD bool epilogue_group(const EpilogueArgs<T>& a, int64_t i, int64_t gro
   for (int j = 0; j < 4; ++j) {
     const int64_t d = 4 * group + j;
     if (d >= D) break;
-    T y, lv = T(0);
+    T y, lv = T(0), scale = T(0);
     if (a.K == 1) {
       const int64_t r = a.pos ? a.pos[i] : i;
       const T* row = a.raw + r * a.out_w;
       y = row[d];
-      if (noisy) lv = bound_logvar(row[D + d], a.min_logvar[d], a.max_logvar[d]);
+      if (noisy) {
+        if (a.std_given) {
+          scale = row[D + d];
+        } else {
+          lv = bound_logvar(row[D + d], a.min_logvar[d], a.max_logvar[d]);
+        }
+      }
     } else {
       y = T(0);
       for (int64_t k = 0; k < a.K; ++k) {
@@ -126,7 +134,8 @@ FASTMBRL_HD bool epilogue_group(const EpilogueArgs<T>& a, int64_t i, int64_t gro
       y /= static_cast<T>(a.K);
       lv /= static_cast<T>(a.K);
     }
-    T out = noisy ? y + fm_exp(lv * T(0.5)) * z[j] : y;
+    if (noisy && !a.std_given) scale = fm_exp(lv * T(0.5));
+    T out = noisy ? y + scale * z[j] : y;
     if (d == a.O) {
       a.reward[i] = out;
       continue;

@@ -28,6 +28,7 @@ fastmbrl::rollout::EpilogueArgs<T> epilogue_args(
   a.out_w = out_w;
   a.gaussian = gaussian;
   a.sample = sample;
+  a.std_given = false;
   a.min_logvar = cptr<T>(min_lv);
   a.max_logvar = cptr<T>(max_lv);
   a.state = cptr<T>(state);
@@ -62,21 +63,24 @@ FASTMBRL_BINDINGS(rollout) {
             fastmbrl::philox_normal_cpu<T>(seed, offset, N, D, mptr<T>(out));
           });
         });
-  // Pointer arguments that are optional are passed as 0 (null).
+  // Pointer arguments that are optional are passed as 0 (null). std_given (K == 1 only): the
+  // raw logvar columns already hold exp(bounded logvar / 2).
   m.def("rollout_epilogue_cpu",
         [](int dtype, uintptr_t raw, uintptr_t pos, int64_t K, int64_t N, int64_t O,
            int64_t out_w, bool gaussian, bool sample, uintptr_t min_lv, uintptr_t max_lv,
            uintptr_t state, uintptr_t delta_mask, uintptr_t term_lower, uintptr_t term_upper,
            bool inclusive, bool check_finite, uint64_t seed, uint64_t offset,
-           uintptr_t next_state, uintptr_t reward, uintptr_t done, int threads) {
+           uintptr_t next_state, uintptr_t reward, uintptr_t done, int threads,
+           bool std_given) {
           py::gil_scoped_release release;
           dispatch_float(dtype, "rollout_epilogue_cpu", [&](auto tag) {
             using T = decltype(tag);
-            fastmbrl::rollout_epilogue_cpu<T>(
-                epilogue_args<T>(raw, pos, K, N, O, out_w, gaussian, sample, min_lv, max_lv,
-                                 state, delta_mask, term_lower, term_upper, inclusive,
-                                 check_finite, seed, offset, next_state, reward, done),
-                threads);
+            auto args = epilogue_args<T>(raw, pos, K, N, O, out_w, gaussian, sample, min_lv,
+                                         max_lv, state, delta_mask, term_lower, term_upper,
+                                         inclusive, check_finite, seed, offset, next_state,
+                                         reward, done);
+            args.std_given = std_given && K == 1;
+            fastmbrl::rollout_epilogue_cpu<T>(args, threads);
           });
         });
 #ifdef FASTMBRL_WITH_CUDA

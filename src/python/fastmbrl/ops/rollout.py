@@ -17,7 +17,7 @@ reward)::
 The MLP is :func:`fastmbrl.ops.ensemble_mlp.ensemble_mlp_reference` (weights ``[E, in, out]``,
 biases ``[E, out]``, hidden activation, soft logvar bounds :func:`bound_logvar`). Only the
 member of each row is evaluated: computing all E members and selecting (the MBPO lineage's
-``FakeEnv``) costs E/1 = 7x the FLOPs.
+``FakeEnv``) costs E times the FLOPs (7x for E = 7).
 
 Noise is a counter-based Philox4x32-10 stream (include/fastmbrl/philox.h, and
 :func:`philox4x32_10` / :func:`philox_normal` below in pure PyTorch): element (i, d) is a pure
@@ -34,9 +34,11 @@ Differences from mbrl-lib, on purpose:
 
 Backends:
 - reference: :func:`ensemble_rollout_step_reference` (loop over the members present).
-- CPU native: rows grouped by member (stable argsort), torch GEMMs per member segment, then one
-  fused C++ pass for logvar bounds, Philox noise, delta add, reward and the TerminationRule.
-  Verdict by measurement (benchmarks/results/*-cpu-rollout.*): see ``PREFER_NATIVE_CPU``.
+- CPU native: rows grouped by member (stable argsort, sorted once), torch GEMMs per member
+  segment, logvar bounds + exp as vectorized torch ops, then one fused C++ pass (std::threads)
+  for Philox noise, delta add, reward and the TerminationRule, reading rows through the inverse
+  permutation. Verdict by measurement (benchmarks/results/2026-11-21-cpu-rollout.*): see
+  ``PREFER_NATIVE_CPU``.
 - CUDA native (compiled, not yet verified on a GPU): member grouping by torch ops on the device
   (argsort, scatter-add counts, cumsum; no host synchronization), one grouped-GEMM kernel per
   layer over member segments with fused bias + activation (the first layer gathers and
@@ -46,6 +48,9 @@ Forward only: rollouts run under ``torch.no_grad()``; the op has no autograd for
 ``members`` out of range is checked only for CPU tensors in eager mode (a CUDA check would
 synchronize; under torch.compile it is a data-dependent branch).
 Under ``torch.compile`` pass ``seed`` explicitly (drawing one reads a generator on the host).
+The torch Philox (:func:`philox_normal`) is excluded from compilation (``torch.compiler.disable``):
+inductor did not finish compiling its 10 unrolled rounds in 4 minutes; the native op itself is
+one opaque node and compiles fullgraph.
 """
 
 from __future__ import annotations
@@ -59,13 +64,15 @@ import torch.nn.functional as F
 from .. import _native
 from ._library import LIB
 from ._validate import check_nonempty, check_same, check_shape, check_tensor
-from .ensemble_mlp import ACTIVATIONS, ensemble_mlp_reference
+from .ensemble_mlp import ACTIVATIONS, bound_logvar, ensemble_mlp_reference
 from .termination import TerminationRule
 
 OP = "ensemble_rollout_step"
 MODES = ("random_model", "fixed_model", "expectation")
 
-# Measured verdict for CPU tensors in "auto" mode (benchmarks/results/*-cpu-rollout.txt).
+# Measured verdict for CPU tensors in "auto" mode (benchmarks/results/2026-11-21-cpu-rollout.txt,
+# 2-core shared EPYC): native vs reference-eager 0.96x-1.74x at HalfCheetah/N=100k (GEMM-bound,
+# same torch GEMMs) and 1.36x-2.32x at Humanoid/N=10k (the reference's torch Philox dominates).
 PREFER_NATIVE_CPU = True
 
 _MASK32 = 0xFFFFFFFF
@@ -101,6 +108,7 @@ def philox4x32_10(ctr: tuple, key: tuple[int, int]) -> tuple[torch.Tensor, ...]:
     return c0, c1, c2, c3
 
 
+@torch.compiler.disable  # inductor did not finish compiling the 10 unrolled rounds in 4 min
 def philox_normal(
     n: int,
     d: int,
@@ -439,11 +447,22 @@ def _cpu_impl(state, action, weights, biases, members, elites, input_mean, input
                 if c:
                     mlp(xs[start:start + c], m, raw[start:start + c])
                     start += c
+    # Logvar bounds and exp are transcendental-heavy: vectorized torch ops beat the scalar C++
+    # loop, so the CPU path hands the epilogue std = exp(bounded logvar / 2) (measured).
+    std_given = min_logvar is not None and bool(sample)
+    if std_given:
+        D = O + 1
+        lv = bound_logvar(raw[..., D:], min_logvar, max_logvar)
+        if K > 1:  # expectation: average mean and bounded logvar over the elites
+            raw = torch.cat([raw[..., :D].mean(0), torch.exp(0.5 * lv.mean(0))], dim=-1)
+            K = 1
+        else:
+            raw[..., D:] = torch.exp(0.5 * lv)
     outputs = _outputs(state)
     _native._C.rollout_epilogue_cpu(*_epilogue_args(
         raw, pos, K, state, out_w, _contig(min_logvar), _contig(max_logvar),
         _contig(delta_mask), _contig(term_lower), _contig(term_upper), term_inclusive,
-        term_check_finite, sample, seed, offset, outputs), torch.get_num_threads())
+        term_check_finite, sample, seed, offset, outputs), torch.get_num_threads(), std_given)
     return outputs
 
 
