@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from conftest import DEVICES, TOL
 from fastmbrl import _native
 from fastmbrl.ops import ensemble_mlp, ensemble_mlp_reference
-from fastmbrl.ops.ensemble_mlp import ACT_CODES
+from fastmbrl.ops.mlp import ACT_CODES
 
-mlp_module = importlib.import_module("fastmbrl.ops.ensemble_mlp")
+mlp_module = importlib.import_module("fastmbrl.ops.mlp")
 
 pytestmark = pytest.mark.skipif(not _native.HAS_NATIVE, reason="native module not built")
 

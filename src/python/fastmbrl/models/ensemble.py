@@ -34,8 +34,8 @@ import math
 import torch
 from torch import nn
 
-from ..ops.ensemble_mlp import ACTIVATIONS, ensemble_mlp
-from ..ops.gaussian_nll import gaussian_nll
+from ..ops.mlp import ACTIVATIONS, ensemble_mlp
+from ..ops.nll import gaussian_nll
 from .normalizer import Normalizer
 
 PROPAGATION_METHODS = ("random_model", "fixed_model", "expectation")

@@ -14,7 +14,7 @@ reward)::
     reward_i = out_i[O]
     done_i   = termination(next[i])       (TerminationRule, callable, or never)
 
-The MLP is :func:`fastmbrl.ops.ensemble_mlp.ensemble_mlp_reference` (weights ``[E, in, out]``,
+The MLP is :func:`fastmbrl.ops.mlp.ensemble_mlp_reference` (weights ``[E, in, out]``,
 biases ``[E, out]``, hidden activation, soft logvar bounds :func:`bound_logvar`). Only the
 member of each row is evaluated: computing all E members and selecting (the MBPO lineage's
 ``FakeEnv``) costs E times the FLOPs (7x for E = 7).
@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from .. import _native
 from ._library import LIB
 from ._validate import check_nonempty, check_same, check_shape, check_tensor
-from .ensemble_mlp import ACTIVATIONS, bound_logvar, ensemble_mlp_reference
+from .mlp import ACTIVATIONS, bound_logvar, ensemble_mlp_reference
 from .termination import TerminationRule
 
 OP = "ensemble_rollout_step"
