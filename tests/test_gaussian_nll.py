@@ -261,3 +261,17 @@ def test_float32_exp_over_its_whole_range():
     nan = gaussian_nll(ones[..., :1], torch.full((1, 1, 1), float("nan")), zeros[:, :1], "none",
                        backend="native")
     assert torch.isnan(nan).all()
+
+
+def test_auto_dispatch_on_cpu_follows_the_measured_threshold(monkeypatch, gen):
+    import fastmbrl.ops.nll as nll_module
+
+    calls = []
+    real = torch.ops.fastmbrl.gaussian_nll
+    monkeypatch.setattr(torch.ops.fastmbrl, "gaussian_nll", lambda *a: calls.append(1) or real(*a))
+    small = _inputs((2, 3, 4), torch.float32, "cpu", False, gen)
+    gaussian_nll(*small, backend="auto")
+    assert calls == []  # below the threshold: the reference
+    monkeypatch.setattr(nll_module, "CPU_NATIVE_MIN_ELEMENTS", 24)
+    gaussian_nll(*small, backend="auto")
+    assert calls == [1]

@@ -10,8 +10,22 @@
 
 #if defined(__CUDACC__)
 #define FASTMBRL_HD __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+// always_inline: per-element math must inline into the target_clones variants below, which it
+// would not do across the target-option boundary otherwise.
+#define FASTMBRL_HD inline __attribute__((always_inline))
 #else
 #define FASTMBRL_HD inline
+#endif
+
+// CPU kernels marked FASTMBRL_CPU_CLONES are compiled twice, for x86-64 baseline and for
+// Haswell (AVX2 + FMA); the loader picks the variant the CPU supports (GNU ifunc), so the wheel
+// stays portable and vectorised loops run 8 floats wide where they can.
+#if !defined(__CUDACC__) && defined(__x86_64__) && defined(__GNUC__) && defined(__ELF__) && \
+    !defined(FASTMBRL_NO_CPU_CLONES)
+#define FASTMBRL_CPU_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define FASTMBRL_CPU_CLONES
 #endif
 
 namespace fastmbrl {
@@ -20,7 +34,7 @@ namespace fastmbrl {
 // Branch-free single-precision exp for the CPU kernels (Cephes expf polynomial, relative error
 // about 1e-7 on the normal range, subnormal results rounded once more; overflow to inf, underflow to 0, NaN propagates). Unlike
 // expf() it lets the compiler vectorise the kernels' loops without -ffast-math.
-inline float cpu_expf(float x) {
+FASTMBRL_HD float cpu_expf(float x) {
   const float xc = x < -103.5f ? -103.5f : (x > 88.72283f ? 88.72283f : x);
   // n = round(xc / ln 2) with the 1.5 * 2^23 trick (round to nearest, vectorisable)
   const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;

@@ -4,32 +4,29 @@
 #include "fastmbrl/gaussian_nll.h"
 
 namespace fastmbrl {
+namespace nll_cpu {
 
+// One member's loss, elementwise or summed (in double).
 template <typename T>
-void gaussian_nll_forward_cpu(const T* mean, const T* logvar, const T* target, bool target_shared,
-                              int64_t E, int64_t N, bool elementwise, T* out) {
-  for (int64_t e = 0; e < E; ++e) {
-    const T* __restrict__ m = mean + e * N;
-    const T* __restrict__ lv = logvar + e * N;
-    const T* __restrict__ y = target_shared ? target : target + e * N;
-    if (elementwise) {
-      T* __restrict__ o = out + e * N;
+FASTMBRL_CPU_CLONES void member_elementwise(const T* __restrict__ m, const T* __restrict__ lv,
+                                            const T* __restrict__ y, int64_t N,
+                                            T* __restrict__ o) {
 #pragma omp simd
-      for (int64_t i = 0; i < N; ++i) o[i] = nll::value(m[i], lv[i], y[i]);
-    } else {
-      double acc = 0.0;
-#pragma omp simd reduction(+ : acc)
-      for (int64_t i = 0; i < N; ++i) acc += static_cast<double>(nll::value(m[i], lv[i], y[i]));
-      out[e] = static_cast<T>(acc / static_cast<double>(N));
-    }
-  }
+  for (int64_t i = 0; i < N; ++i) o[i] = nll::value(m[i], lv[i], y[i]);
 }
 
-namespace {
+template <typename T>
+FASTMBRL_CPU_CLONES double member_sum(const T* __restrict__ m, const T* __restrict__ lv,
+                                      const T* __restrict__ y, int64_t N) {
+  double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < N; ++i) acc += static_cast<double>(nll::value(m[i], lv[i], y[i]));
+  return acc;
+}
 
 // One member's gradients; `Elementwise` and `Shared` are compile-time so the loop has no branch.
 template <typename T, bool Elementwise, bool Shared>
-void nll_backward_member(const T* __restrict__ grad, T g_member, const T* __restrict__ m,
+FASTMBRL_CPU_CLONES void backward_member(const T* __restrict__ grad, T g_member, const T* __restrict__ m,
                          const T* __restrict__ lv, const T* __restrict__ y, int64_t N,
                          T* __restrict__ dm, T* __restrict__ dlv, T* __restrict__ dy) {
 #pragma omp simd
@@ -47,7 +44,22 @@ void nll_backward_member(const T* __restrict__ grad, T g_member, const T* __rest
   }
 }
 
-}  // namespace
+}  // namespace nll_cpu
+
+template <typename T>
+void gaussian_nll_forward_cpu(const T* mean, const T* logvar, const T* target, bool target_shared,
+                              int64_t E, int64_t N, bool elementwise, T* out) {
+  for (int64_t e = 0; e < E; ++e) {
+    const T* m = mean + e * N;
+    const T* lv = logvar + e * N;
+    const T* y = target_shared ? target : target + e * N;
+    if (elementwise) {
+      nll_cpu::member_elementwise<T>(m, lv, y, N, out + e * N);
+    } else {
+      out[e] = static_cast<T>(nll_cpu::member_sum<T>(m, lv, y, N) / static_cast<double>(N));
+    }
+  }
+}
 
 template <typename T>
 void gaussian_nll_backward_cpu(const T* grad, const T* mean, const T* logvar, const T* target,
@@ -66,13 +78,13 @@ void gaussian_nll_backward_cpu(const T* grad, const T* mean, const T* logvar, co
     const T *m = mean + off, *lv = logvar + off;
     T *dm = d_mean + off, *dlv = d_logvar + off;
     if (elementwise && target_shared) {
-      nll_backward_member<T, true, true>(g, g_member, m, lv, y, N, dm, dlv, dy);
+      nll_cpu::backward_member<T, true, true>(g, g_member, m, lv, y, N, dm, dlv, dy);
     } else if (elementwise) {
-      nll_backward_member<T, true, false>(g, g_member, m, lv, y, N, dm, dlv, dy);
+      nll_cpu::backward_member<T, true, false>(g, g_member, m, lv, y, N, dm, dlv, dy);
     } else if (target_shared) {
-      nll_backward_member<T, false, true>(g, g_member, m, lv, y, N, dm, dlv, dy);
+      nll_cpu::backward_member<T, false, true>(g, g_member, m, lv, y, N, dm, dlv, dy);
     } else {
-      nll_backward_member<T, false, false>(g, g_member, m, lv, y, N, dm, dlv, dy);
+      nll_cpu::backward_member<T, false, false>(g, g_member, m, lv, y, N, dm, dlv, dy);
     }
   }
 }
