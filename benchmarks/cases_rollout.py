@@ -15,6 +15,10 @@ Implementations:
   propagation algorithm (randperm, view as [n_elites, N/n_elites, in], batched matmul through
   GaussianMLP-like layers with a ``W[elites]`` gather, un-permute, ``torch.normal``), written
   here from the digest in notes/mbpo-va-vagram.md §1.3; it is NOT mbrl-lib itself.
+- ``peer-mbrl-lib``: mbrl-lib 0.2.0 itself (``pip install --no-deps mbrl==0.2.0 termcolor``):
+  its ``GaussianMLP`` with the same weights, 5 elites, ``random_model`` propagation, sampled by
+  ``sample_1d`` as its ``ModelEnv.step`` does (input normalisation, next = obs + Δ and the
+  termination function added as in ``ModelEnv``). Requires N divisible by the 5 elites.
 """
 
 from __future__ import annotations
@@ -79,6 +83,39 @@ def peer_mbrl_style_step(state, action, weights, biases, elites, input_mean, inp
     return next_state, sample[:, O], done
 
 
+def mbrl_lib_step(weights, biases, elites, input_mean, input_std, min_logvar, max_logvar,
+                  device, term_fn=None):
+    """A step function running mbrl-lib's own GaussianMLP (raises ImportError without it)."""
+    from mbrl.models import GaussianMLP
+
+    in_size, out2 = weights[0].shape[1], weights[-1].shape[2]
+    model = GaussianMLP(in_size, out2 // 2, device, num_layers=LAYERS, ensemble_size=E,
+                        hid_size=HIDDEN, deterministic=False, propagation_method="random_model",
+                        activation_fn_cfg={"_target_": "torch.nn.SiLU"})
+    with torch.no_grad():
+        layers = [m for m in model.hidden_layers.modules() if hasattr(m, "weight")]
+        layers.append(model.mean_and_logvar)
+        for layer, w, b in zip(layers, weights, biases, strict=True):
+            layer.weight.copy_(w)
+            layer.bias.copy_(b.unsqueeze(1))
+        model.min_logvar.copy_(min_logvar)
+        model.max_logvar.copy_(max_logvar)
+    model.set_elite(elites.tolist())
+    rng = torch.Generator(device=device).manual_seed(2)
+
+    def step(state, action):
+        x = (torch.cat([state, action], -1) - input_mean) / input_std
+        with torch.no_grad():
+            sample, _ = model.sample_1d(x, {"propagation_indices": None}, rng=rng)
+        O = state.shape[1]
+        next_state = state + sample[:, :O]
+        done = term_fn(next_state) if term_fn is not None else torch.zeros(
+            state.shape[0], dtype=torch.bool, device=state.device)
+        return next_state, sample[:, O], done
+
+    return step
+
+
 def cases(device: str, quick: bool = False):
     """Yield (op, shape, {impl: callable}) for the harness.
 
@@ -134,5 +171,12 @@ def cases(device: str, quick: bool = False):
             "native": ours("native"),
             "peer-mbrl-style": peer,
         }
+        try:
+            mstep = mbrl_lib_step(weights, biases, elites, device=device,
+                                  term_fn=term_fn if env == "humanoid" else None, **extra)
+            impls["peer-mbrl-lib"] = lambda mstep=mstep, state=state, action=action: mstep(
+                state, action)
+        except Exception as exc:  # mbrl-lib not installed, or its API changed
+            print(f"skip peer-mbrl-lib: {type(exc).__name__}: {exc}")
         yield ("rollout_step", f"{env} O={O} A={A} N={N} E={E} K={N_ELITES} 4x{HIDDEN}",
                impls)
