@@ -38,6 +38,16 @@ def poison_outputs(monkeypatch):
     yield
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tests use small problems: one torch thread avoids oversubscription slowdowns on shared
+    CPUs, and makes CPU results independent of the machine's core count."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def gen():
     g = torch.Generator()

@@ -49,14 +49,6 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_truncated_linear_schedule():
     assert truncated_linear(20, 150, 1, 15, 1) == 1
     assert truncated_linear(20, 150, 1, 15, 20) == 1

@@ -22,15 +22,6 @@ from fastmbrl.models import trainer as trainer_module
 TRUNC2_STD = math.sqrt(1 - 4 * math.exp(-2) / math.sqrt(2 * math.pi) / math.erf(2 / math.sqrt(2)))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny problems: one thread avoids oversubscription slowdowns on shared CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def manual_forward(model: GaussianEnsemble, x: torch.Tensor):
     """mbrl-lib GaussianMLP forward written out member by member, from raw inputs."""
     xn = (x.double() - model.normalizer.mean) / model.normalizer.std

@@ -18,15 +18,6 @@ from fastmbrl.models import GaussianEnsemble, Normalizer  # noqa: E402
 E, IN, OUT, LAYERS, HID = 4, 5, 3, 3, 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny problems: one thread avoids oversubscription slowdowns on shared CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def pair(gen, deterministic=False, propagation_method=None):
     """Our ensemble and mbrl-lib's GaussianMLP sharing the same (float64) parameters."""
     ours = GaussianEnsemble(

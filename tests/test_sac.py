@@ -20,15 +20,6 @@ O, A, B = 4, 2, 32
 LOW, HIGH = torch.tensor([-1.0, -3.0]), torch.tensor([1.0, 0.5])  # asymmetric bounds
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny problems: one thread avoids oversubscription slowdowns on shared CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make(seed=0, **kw) -> SAC:
     kw.setdefault("hidden_size", 16)
     return SAC(O, A, LOW, HIGH, SACConfig(**kw), seed=seed)

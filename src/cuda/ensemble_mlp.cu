@@ -12,6 +12,7 @@
 // on every tile load and store (zero fill). fp32 (or fp64) SIMT arithmetic; no TF32.
 #include <cuda_runtime.h>
 
+#include "fastmbrl/cuda_reduce.cuh"
 #include "fastmbrl/ensemble_mlp.h"
 
 namespace fastmbrl {
@@ -189,17 +190,8 @@ __global__ void head_backward_elem_kernel(const T* __restrict__ g, const T* __re
 constexpr int kRedThreads = 256;
 
 template <typename T>
-__device__ T block_sum(T v, T* warp_sums) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) warp_sums[warp] = v;
-  __syncthreads();
-  v = threadIdx.x < kRedThreads / 32 ? warp_sums[threadIdx.x] : T(0);
-  if (warp == 0) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  }
-  __syncthreads();  // warp_sums may be reused by the caller
-  return v;         // valid in thread 0
+__device__ __forceinline__ T block_sum(T v, T* warp_sums) {
+  return cuda::block_sum<kRedThreads>(v, warp_sums);
 }
 
 // One block per d: d_lo[d], d_hi[d] = sums over rows (double accumulation, fixed order).

@@ -7,6 +7,7 @@
 // shared target's gradient is summed over members without atomics.
 #include <cuda_runtime.h>
 
+#include "fastmbrl/cuda_reduce.cuh"
 #include "fastmbrl/gaussian_nll.h"
 
 namespace fastmbrl {
@@ -22,17 +23,9 @@ int64_t blocks_per_member(int64_t N) {
 }
 
 template <typename T>
-__device__ T block_sum(T v) {
+__device__ __forceinline__ T block_sum(T v) {
   __shared__ T warp_sums[kThreads / 32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) warp_sums[warp] = v;
-  __syncthreads();
-  v = threadIdx.x < kThreads / 32 ? warp_sums[threadIdx.x] : T(0);
-  if (warp == 0) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  }
-  return v;  // valid in thread 0
+  return cuda::block_sum<kThreads>(v, warp_sums);
 }
 
 template <typename T>

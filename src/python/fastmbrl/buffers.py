@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+
+from ._io import atomic_write
 
 _FORMAT = "fastmbrl.ReplayBuffer"
 _VERSION = 1
@@ -301,19 +302,8 @@ class ReplayBuffer:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write ``state_dict()`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(self.state_dict(), f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        state = self.state_dict()
+        atomic_write(path, lambda f: torch.save(state, f))
 
     def load(self, path: str | os.PathLike) -> None:
         """Restore this buffer from a file written by ``save``; corrupt files raise ValueError."""

@@ -31,7 +31,6 @@ import json
 import os
 import random
 import re
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +38,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from .._io import atomic_write
 
 __all__ = [
     "CheckpointError",
@@ -100,19 +101,12 @@ def save_checkpoint(
         "meta": dict(meta or {}),
     }
     header_line = json.dumps(header, sort_keys=True).encode() + b"\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC)
-            f.write(header_line)
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    def write(f) -> None:
+        f.write(MAGIC)
+        f.write(header_line)
+        f.write(payload)
+
+    atomic_write(path, write)
     _fsync_dir(path.parent)
     return path
 
