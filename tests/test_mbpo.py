@@ -149,3 +149,23 @@ def test_device_cuda_without_gpu_is_a_clear_error(tmp_path):
 def test_unknown_key_without_plus_is_rejected_by_hydra():
     with pytest.raises(Exception, match="num_stpes"):
         tiny_cfg("overrides.num_stpes=5")
+
+
+def test_cli_train_runs_and_reports_bad_config(tmp_path):
+    """`fastmbrl train` through Hydra: a run directory per seed; config errors exit with 2."""
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "fastmbrl", "train", *TINY, "overrides.num_steps=40",
+            f"root_dir={tmp_path}"]
+    res = subprocess.run(base, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    run_dir = tmp_path / "mbpo" / "default" / "inverted_pendulum" / "seed0"
+    assert [int(r["env_step"]) for r in read_csv(run_dir / "results.csv")] == [40]
+    assert (run_dir / ".hydra" / "config.yaml").exists()
+    res = subprocess.run(base, capture_output=True, text=True, timeout=600)  # same dir again
+    assert res.returncode == 2 and "resume=true" in res.stderr
+    res = subprocess.run([*base, "overrides.env=pogo", "experiment=bad"], capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 2
+    assert "configuration error: overrides.env: unknown task 'pogo'" in res.stderr
