@@ -49,3 +49,10 @@ def test_demo_loss_falls(capsys):
     out = capsys.readouterr().out
     first = float(out.split("step     1   NLL (sum over members)")[1].split()[0])
     assert final < first - 3.0, (first, final)
+
+
+def test_train_help_lists_the_config_groups():
+    res = subprocess.run([sys.executable, "-m", "fastmbrl", "train", "--help"],
+                         capture_output=True, text=True, check=True)
+    assert "overrides: mbpo_ant, mbpo_halfcheetah, mbpo_hopper" in res.stdout
+    assert "mbpo_inv_pendulum" in res.stdout  # mbrl-lib's names port unchanged

@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # everything after `train` belongs to Hydra (--help, -m, ...)
+        return _cmd_train(argparse.Namespace(overrides=argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "fn", None):
