@@ -366,6 +366,18 @@ def test_aggregate_groups_by_config_ignoring_seed(two_groups):
     np.testing.assert_allclose(sac.max, [0.0, 5.0, 20.0])
 
 
+def test_resumed_run_is_a_seed_of_the_same_curve(tmp_path):
+    # a run continued with resume=true differs from its siblings only in run-management keys
+    _fake_run(tmp_path / "a", {"seed": 0, "resume": False, "lr": 1}, [0, 10], [0.0, 1.0])
+    _fake_run(tmp_path / "b", {"seed": 1, "resume": True, "progress": False, "lr": 1},
+              [0, 10], [1.0, 3.0])
+    _fake_run(tmp_path / "c", {"seed": 0, "resume": False, "lr": 2}, [0, 10], [5.0, 5.0])
+    curves = {c.label: c for c in aggregate([tmp_path])}
+    assert set(curves) == {"lr=1", "lr=2"}
+    assert curves["lr=1"].n == 2
+    np.testing.assert_allclose(curves["lr=1"].mean, [0.5, 2.0])
+
+
 def test_group_by_parent_dir_and_labels(tmp_path):
     for algo in ("a", "b"):
         for seed in range(2):

@@ -34,12 +34,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from .runs.plot import PlotError, plot_runs
+    from .runs.plot import DEFAULT_IGNORE_KEYS, PlotError, plot_runs
 
     try:
         out = plot_runs(args.run_dirs, out=args.out, x=args.x, y=args.y, labels=args.label,
                         spread=args.spread, csv_name=args.csv, title=args.title,
-                        ignore_keys=args.ignore_key or ("seed",))
+                        ignore_keys=DEFAULT_IGNORE_KEYS + tuple(args.ignore_key or ()))
     except PlotError as e:
         print(f"fastmbrl plot: error: {e}", file=sys.stderr)
         return 2
@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="shaded band: mean +- std (default), min-max over runs, or none")
     pl.add_argument("--csv", default="results.csv", help="CSV file name in each run")
     pl.add_argument("--ignore-key", action="append", default=None, metavar="KEY",
-                    help="config key ignored when grouping runs (default: seed); repeatable")
+                    help="config key also ignored when grouping runs (always ignored: the seed and "
+                    "run-management keys such as resume); repeatable")
     pl.add_argument("--title", default=None)
     pl.set_defaults(fn=_cmd_plot)
     return p

@@ -7,7 +7,8 @@ Runs are grouped into curves:
 
 1. with ``labels`` (one per RUN_DIR argument), by label: runs sharing a label are one curve;
 2. else by resolved config: runs whose ``.hydra/config.yaml`` (or ``config.yaml``) are equal
-   once the ``ignore_keys`` (``seed`` by default, at any depth) are removed are one curve,
+   once the ``ignore_keys`` (``DEFAULT_IGNORE_KEYS``: the seed and run-management keys such as
+   ``resume``, at any depth) are removed are one curve,
    labelled by the config keys whose values differ between curves;
 3. runs without a config file are grouped by the name of their parent directory
    (``runs/mbpo_hopper/seed0`` and ``runs/mbpo_hopper/seed1`` make the curve ``mbpo_hopper``).
@@ -108,6 +109,16 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: d}
 
 
+# Keys that change how a run is managed, not what it computes: runs differing only in these
+# (and the seed) are seeds of one curve.
+DEFAULT_IGNORE_KEYS = (
+    "seed", "resume", "progress", "torch_threads", "root_dir", "experiment", "debug_mode",
+    "use_tensorboard", "use_wandb", "wandb_project_name", "wandb_group_name",
+    "log_frequency_agent", "checkpoint_every_epochs", "keep_checkpoints",
+    "checkpoint_model_buffer",
+)
+
+
 def _config_key(cfg: dict[str, Any], ignore_keys: Sequence[str]) -> tuple[tuple[str, str], ...]:
     flat = _flatten(cfg)
     ignored = set(ignore_keys)
@@ -137,7 +148,7 @@ def _config_labels(keys: list[tuple[tuple[str, str], ...]], max_keys: int = 4) -
 def group_runs(
     run_groups: Sequence[Sequence[Path]],
     labels: Sequence[str] | None = None,
-    ignore_keys: Sequence[str] = ("seed",),
+    ignore_keys: Sequence[str] = DEFAULT_IGNORE_KEYS,
 ) -> dict[str, list[Path]]:
     """``{label: [run, ...]}`` in order of first appearance (see the module docstring)."""
     if labels is not None:
@@ -233,7 +244,7 @@ def aggregate(
     y: str = "episode_return",
     labels: Sequence[str] | None = None,
     csv_name: str = "results.csv",
-    ignore_keys: Sequence[str] = ("seed",),
+    ignore_keys: Sequence[str] = DEFAULT_IGNORE_KEYS,
     max_points: int = 500,
 ) -> list[GroupCurve]:
     """Group the runs and average each group over its runs on a common x grid."""
@@ -256,7 +267,7 @@ def plot_runs(
     labels: Sequence[str] | None = None,
     spread: str = "std",
     csv_name: str = "results.csv",
-    ignore_keys: Sequence[str] = ("seed",),
+    ignore_keys: Sequence[str] = DEFAULT_IGNORE_KEYS,
     title: str | None = None,
 ) -> Path:
     """Draw one mean curve per group with a shaded spread and write a PNG; returns its path.
