@@ -65,11 +65,13 @@ def native_available(device: torch.device) -> bool:
     return False
 
 
-def use_native(device: torch.device, backend: str | None, prefer_native_cpu: bool = True) -> bool:
+def use_native(device: torch.device, backend: str | None, prefer_native_cpu: bool = True,
+               prefer_native_cuda: bool = True) -> bool:
     """Decide native vs reference for one call.
 
-    ``prefer_native_cpu`` is the op's measured verdict for CPU tensors in ``auto`` mode (see the
-    op's docstring and benchmarks/results/).
+    ``prefer_native_cpu`` / ``prefer_native_cuda`` are the op's measured verdicts for CPU and CUDA
+    tensors in ``auto`` mode (see the op's docstring and benchmarks/results/); an explicit
+    ``backend="native"`` ignores them.
     """
     mode = _BACKEND if backend is None else _parse_backend(backend, "backend")
     if mode == "reference":
@@ -87,7 +89,7 @@ def use_native(device: torch.device, backend: str | None, prefer_native_cpu: boo
         return True
     if not available:
         return False
-    return prefer_native_cpu if device.type == "cpu" else True
+    return prefer_native_cpu if device.type == "cpu" else prefer_native_cuda
 
 
 def dtype_code(t: torch.Tensor) -> int:

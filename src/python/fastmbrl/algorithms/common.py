@@ -8,6 +8,7 @@ import torch
 
 from ..buffers import ReplayBuffer
 from ..models import GaussianEnsemble
+from ..ops import ensemble_rollout_step
 from ..ops.termination import TerminationRule
 
 
@@ -53,8 +54,6 @@ class ModelEnv:
 
     @torch.no_grad()
     def step(self, obs: torch.Tensor, act: torch.Tensor, sample: bool = True):
-        from ..ops import ensemble_rollout_step
-
         model = self.model
         params = model.rollout_params()
         members = model.propagation_indices(obs.shape[0], self.generator)

@@ -404,13 +404,9 @@ torch.library.register_autograd(
 
 
 def _use_native(device: torch.device, backend: str | None) -> bool:
-    """``_native.use_native`` with this op's verdicts: CPU per PREFER_NATIVE_CPU and, in ``auto``
-    mode, CUDA per PREFER_NATIVE_CUDA."""
-    native = _native.use_native(device, backend, prefer_native_cpu=PREFER_NATIVE_CPU)
-    if native and device.type == "cuda" and not PREFER_NATIVE_CUDA:
-        mode = _native.get_backend() if backend is None else backend.strip().lower()
-        return mode == "native"
-    return native
+    """``_native.use_native`` with this op's verdicts for CPU and CUDA tensors."""
+    return _native.use_native(device, backend, prefer_native_cpu=PREFER_NATIVE_CPU,
+                              prefer_native_cuda=PREFER_NATIVE_CUDA)
 
 
 # ---------------------------------------------------------------------------------------------
