@@ -1,0 +1,108 @@
+"""Gradients of K value heads with respect to the state, in one batched backward.
+
+VaGraM weighs model errors by ``g_k = ∇_{s'} V_k(s')``. Computing them one head at a time costs
+K forward/backward passes; here every head gets its own copy of the states, the heads run as
+one batched call and a single ``autograd.grad`` of the summed values returns all K gradients::
+
+    x        = states expanded to [K, *S, O]      (head k sees x[k])
+    v        = value_fn(x)                         [K, *S]
+    g        = ∂(Σ v)/∂x                           [K, *S, O]   (= ∇ V_k at x[k], since head k
+                                                                 only reads x[k])
+
+Optional clipping of the gradient norms at a quantile (VaGraM's ``bound_clipping``, 0.95): for
+each head, ``q_k`` = the quantile of ``‖g_k‖`` over all of its rows (numpy's linear
+interpolation), and every row with ``‖g‖ > q_k`` is rescaled to norm ``q_k``. The quantile is
+taken on the device (a sort along the rows); nothing is read back to the host.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from .mlp import ensemble_mlp
+
+
+def quantile_lastdim(x: torch.Tensor, q: float) -> torch.Tensor:
+    """``q``-quantile along the last dimension with linear interpolation (``numpy.quantile``'s
+    default), without a host synchronisation: ``[..., N] -> [...]``."""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile must be in [0, 1], got {q}")
+    n = x.shape[-1]
+    s = torch.sort(x, dim=-1).values
+    pos = q * (n - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    frac = pos - lo
+    return s[..., lo] * (1.0 - frac) + s[..., hi] * frac
+
+
+def clip_norms_at_quantile(g: torch.Tensor, quantile: float = 0.95) -> torch.Tensor:
+    """Rescale rows of ``g [K, *S, O]`` whose norm exceeds head k's ``quantile`` of norms to
+    exactly that norm (VaGraM's ICLR bound clipping); ``[K, *S, O]`` out."""
+    K = g.shape[0]
+    norms = torch.linalg.vector_norm(g, dim=-1)  # [K, *S]
+    q = quantile_lastdim(norms.reshape(K, -1), quantile)  # [K]
+    q = q.reshape((K,) + (1,) * (norms.dim() - 1))
+    scale = torch.where(norms > q, q / norms.clamp_min(torch.finfo(g.dtype).tiny), 1.0)
+    return g * scale.unsqueeze(-1)
+
+
+def value_gradients(
+    value_fn: Callable[[torch.Tensor], torch.Tensor],
+    states: torch.Tensor,
+    num_heads: int,
+    clip_quantile: float | None = 0.95,
+) -> torch.Tensor:
+    """``∇_s V_k(s)`` for K heads at ``states [*S, O]`` -> ``[K, *S, O]`` (detached).
+
+    Args:
+        value_fn: maps ``x [K, *S, O]`` to values ``[K, *S]``, head k evaluated on ``x[k]``
+            (e.g. :func:`sac_value_fn`).
+        states: the states to differentiate at (not modified; no gradient flows back to them).
+        num_heads: K.
+        clip_quantile: clip each head's gradient norms at this quantile (None: no clipping).
+    """
+    if num_heads < 1:
+        raise ValueError(f"value_gradients: num_heads must be at least 1, got {num_heads}")
+    with torch.enable_grad():
+        x = states.detach().unsqueeze(0).expand(num_heads, *states.shape).clone()
+        x.requires_grad_(True)
+        v = value_fn(x)
+        if v.shape != x.shape[:-1]:
+            raise ValueError(f"value_gradients: value_fn must return {tuple(x.shape[:-1])} "
+                             f"(one value per head and row), got {tuple(v.shape)}")
+        (g,) = torch.autograd.grad(v.sum(), x)
+    if clip_quantile is not None:
+        g = clip_norms_at_quantile(g, clip_quantile)
+    return g
+
+
+def sac_value_fn(agent, heads: str = "all") -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
+    """VaGraM's value heads of a :class:`fastmbrl.agents.SAC`: ``V_k(s) = Q_k(s, μ_π(s))`` with
+    the policy's mean action (detached), over ``Q1, Q2, Q̄1, Q̄2`` (``heads="all"``, VaGraM's
+    ``use_all_vf``) or the target critics ``Q̄1, Q̄2`` (``"target"``).
+
+    All heads run as one ensemble MLP call (the critics' E=2 weights stacked). Returns
+    ``(value_fn, K)`` for :func:`value_gradients`.
+    """
+    if heads not in ("all", "target"):
+        raise ValueError(f"heads must be 'all' or 'target', got {heads!r}")
+    nets = [agent.critic, agent.critic_target] if heads == "all" else [agent.critic_target]
+
+    def value_fn(x: torch.Tensor) -> torch.Tensor:
+        K = x.shape[0]
+        ws = [torch.cat([n.weights[i].detach() for n in nets]) for i in range(len(nets[0].weights))]
+        bs = [torch.cat([n.biases[i].detach() for n in nets]) for i in range(len(nets[0].biases))]
+        dt = ws[0].dtype
+        with torch.no_grad():
+            pol = agent.policy
+            mean, _ = pol(x[0].detach().reshape(-1, x.shape[-1]).to(dt))
+            act = torch.tanh(mean) * pol.action_scale + pol.action_bias  # μ_π(s)
+        act = act.reshape(*x.shape[1:-1], -1).unsqueeze(0).expand(K, *x.shape[1:-1], -1)
+        inp = torch.cat([x.to(dt), act], dim=-1).reshape(K, -1, x.shape[-1] + act.shape[-1])
+        q = ensemble_mlp(inp, ws, bs, activation="relu")  # [K, N, 1]
+        return q.reshape(x.shape[:-1]).to(x.dtype)
+
+    return value_fn, 2 * len(nets)
