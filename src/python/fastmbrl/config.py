@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from . import envs
 from ._native import BACKENDS
+from .algorithms.value_aware import value_aware_config
 
 
 class ConfigError(ValueError):
@@ -26,6 +27,8 @@ KNOWN_OVERRIDE_KEYS = {
     "pure_noise_distraction", "sac_gamma", "sac_tau", "sac_alpha", "sac_policy",
     "sac_target_update_interval", "sac_automatic_entropy_tuning", "sac_target_entropy",
     "sac_hidden_size", "sac_lr", "sac_batch_size", "num_epochs_train_model",
+    # VA-MBPO (read with defaults, so `+overrides.model_loss_type=va` works on any override)
+    "model_loss_type", "value_update_interval", "num_v_updates_in_model", "v_update_batch_size",
 }
 
 
@@ -106,6 +109,18 @@ def validate(cfg: DictConfig) -> None:
     if m.propagation_method not in ("random_model", "fixed_model", "expectation"):
         raise ConfigError("dynamics_model.model.propagation_method must be random_model, "
                           f"fixed_model or expectation, got {m.propagation_method!r}")
+    try:
+        value_aware_config(cfg)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if cfg.dynamics_model.get("va_norm", "l1") not in ("l1", "l2"):
+        raise ConfigError(f"dynamics_model.va_norm must be l1 or l2, got "
+                          f"{cfg.dynamics_model.va_norm!r}")
+    for key in ("value_update_interval", "num_v_updates_in_model"):
+        if key in o:
+            _positive(cfg, f"overrides.{key}", allow_zero=True)
+    if "v_update_batch_size" in o:
+        _positive(cfg, "overrides.v_update_batch_size")
     a = cfg.algorithm
     _positive(cfg, "algorithm.initial_exploration_steps", allow_zero=True)
     _positive(cfg, "algorithm.num_eval_episodes")

@@ -211,6 +211,9 @@ class SAC(nn.Module):
         self.policy_optim = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr)
         self.alpha_optim = torch.optim.Adam([self.log_alpha], lr=cfg.lr)
         self.num_updates = 0
+        self.critic_only_updates = 0
+        # bumped whenever the critic's parameters change (caches of value gradients key on it)
+        self.critic_version = 0
         self._setup_compile()
 
     def _setup_compile(self) -> None:
@@ -345,7 +348,27 @@ class SAC(nn.Module):
         if self.num_updates % self.cfg.target_update_interval == 0:
             self.soft_update_target()
         self.num_updates += 1
+        self.critic_version += 1
         return metrics
+
+    def update_critic(self, obs, act, reward, next_obs, terminated,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """A critic-only update (VA-MBPO's value refitting inside model learning): the critic
+        step of :meth:`update`, then a soft target update on critic-only updates 0, k, 2k, …
+        (k = ``target_update_interval``). Policy and α are not touched. Returns the critic loss.
+        """
+        noise_next = torch.randn(obs.shape[0], self.act_dim, generator=generator,
+                                 device=obs.device, dtype=obs.dtype)
+        loss, _ = self.critic_loss(obs, act, reward.reshape(-1).to(obs.dtype), next_obs,
+                                   terminated.reshape(-1).to(obs.dtype), noise_next)
+        self.critic_optim.zero_grad(set_to_none=True)
+        loss.backward()
+        self._critic_step()
+        if self.critic_only_updates % self.cfg.target_update_interval == 0:
+            self.soft_update_target()
+        self.critic_only_updates += 1
+        self.critic_version += 1
+        return loss.detach()
 
     def full_state_dict(self) -> dict:
         """Networks, optimisers and counters: everything a resumed run needs."""
@@ -356,6 +379,7 @@ class SAC(nn.Module):
             "policy_optim": self.policy_optim.state_dict(),
             "alpha_optim": self.alpha_optim.state_dict(),
             "num_updates": self.num_updates,
+            "critic_only_updates": self.critic_only_updates,
         }
 
     def load_full_state_dict(self, state: dict) -> None:
@@ -364,3 +388,5 @@ class SAC(nn.Module):
         self.policy_optim.load_state_dict(state["policy_optim"])
         self.alpha_optim.load_state_dict(state["alpha_optim"])
         self.num_updates = int(state["num_updates"])
+        self.critic_only_updates = int(state.get("critic_only_updates", 0))
+        self.critic_version += 1

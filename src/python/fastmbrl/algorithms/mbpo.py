@@ -17,6 +17,13 @@ num_epochs_to_retain_sac_buffer``, FIFO, rebuilt (keeping the newest rows) when 
 Deliberate differences (switches in ``algorithm``): the real environment is stepped with a
 sampled action (mbrl-lib uses the mean: ``env_step_mean_action=true``), and episodes are not
 cut at epoch boundaries (``reset_env_each_epoch=true`` restores mbrl-lib's behaviour).
+
+Value-aware model learning (``value_aware.py``): the model loss is MLE, VA-MBPO's
+(``+overrides.model_loss_type=va``), VaGraM's or IterVAML's (``dynamics_model=vaml_ensemble``).
+With ``overrides.model_loss_type`` given (the VA-MBPO code path), every
+``overrides.value_update_interval`` model steps the model buffer is refilled by rolling out the
+partially trained model from ``v_update_batch_size`` real states and the critic takes
+``num_v_updates_in_model`` critic-only steps on it; SAC's gradients are clipped at 2.0.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +58,7 @@ from .common import (
     rollout_model_and_populate_buffer,
     truncated_linear,
 )
+from .value_aware import ModelLoss, refit_critic_on_model, value_aware_config
 
 
 def sac_config(cfg: DictConfig) -> SACConfig:
@@ -59,8 +68,17 @@ def sac_config(cfg: DictConfig) -> SACConfig:
         num_layers=a.num_layers, target_update_interval=a.target_update_interval,
         automatic_entropy_tuning=a.automatic_entropy_tuning,
         target_entropy=None if a.target_entropy is None else float(a.target_entropy),
-        batch_size=a.batch_size, grad_clip_norm=a.grad_clip_norm, compile=a.compile,
+        batch_size=a.batch_size, grad_clip_norm=sac_grad_clip_norm(cfg), compile=a.compile,
     )
+
+
+def sac_grad_clip_norm(cfg: DictConfig) -> float | None:
+    """``algorithm.agent.grad_clip_norm``; VA-MBPO (``overrides.model_loss_type`` given)
+    clips critic and actor at 2.0 unless that key is set."""
+    clip = cfg.algorithm.agent.grad_clip_norm
+    if clip is None and cfg.overrides.get("model_loss_type") is not None:
+        return 2.0
+    return clip
 
 
 def build_model(cfg: DictConfig, obs_dim: int, act_dim: int, device) -> GaussianEnsemble:
@@ -101,6 +119,10 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
     agent = SAC(obs_dim, act_dim, env.action_space.low, env.action_space.high, sac_config(cfg),
                 device=device, seed=seed)
     model_env = ModelEnv(model, rule, envs.term_fn(o.env), generator=gen)
+    va_cfg = value_aware_config(cfg)
+    model_loss = None if va_cfg.kind == "mle" else ModelLoss(va_cfg, model, agent, obs_dim, gen)
+    value_update_interval = int(o.get("value_update_interval", 5))
+    refit_value = o.get("model_loss_type") is not None and value_update_interval > 0
 
     dtype = torch.float64 if alg.normalize_double_precision else torch.float32
     capacity = int(o.num_steps) + int(alg.initial_exploration_steps)
@@ -210,10 +232,27 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
             if (env_steps + 1) % alg.freq_train_model == 0:
                 inputs, targets = model_dataset(real_buffer, alg.learned_rewards,
                                                 alg.target_is_delta)
+                if model_loss is not None:
+                    data = real_buffer.get_all()  # the rows `inputs` holds, in that order
+                    model_loss.set_data(data.obs.float(), data.next_obs.float())
+                    model_loss.add_mse = va_cfg.add_mse or (va_cfg.add_mse_first_epoch
+                                                            and epoch == 0)
+
+                refit = partial(refit_critic_on_model, interval=value_update_interval,
+                                model_env=model_env, real_buffer=real_buffer, agent=agent,
+                                model_buffer=model_buffer, horizon=rollout_length,
+                                num_rollouts=int(o.get("v_update_batch_size", 50_000)),
+                                num_updates=int(o.get("num_v_updates_in_model", 5)),
+                                batch_size=int(o.sac_batch_size),
+                                sample_actions=alg.sac_samples_action, generator=gen)
                 hist = trainer.train(inputs.to(torch.float32), targets.to(torch.float32),
                                      num_epochs=o.get("num_epochs_train_model"),
                                      patience=o.patience, batch_size=o.model_batch_size,
-                                     validation_ratio=o.validation_ratio, generator=gen)
+                                     validation_ratio=o.validation_ratio, generator=gen,
+                                     loss_fn=None if model_loss is None else model_loss.loss,
+                                     score_fn=None if model_loss is None else model_loss.score,
+                                     grad_clip_norm=va_cfg.grad_clip_norm,
+                                     step_callback=refit if refit_value else None)
                 added = rollout_model_and_populate_buffer(
                     model_env, real_buffer, agent, model_buffer, rollout_length, rollout_batch,
                     alg.sac_samples_action, gen)

@@ -120,6 +120,10 @@ class ModelTrainer:
         generator: torch.Generator | None = None,
         fit_normalizer: bool = True,
         callback: Callable | None = None,
+        loss_fn: Callable | None = None,
+        score_fn: Callable | None = None,
+        grad_clip_norm: float | None = None,
+        step_callback: Callable | None = None,
     ) -> TrainHistory:
         """Fit the model to ``inputs [M, in]`` -> ``targets [M, out]`` (algorithm above).
 
@@ -136,6 +140,17 @@ class ModelTrainer:
             fit_normalizer: refit the normalizer on all ``inputs`` first (mbrl-lib does).
             callback: called after every epoch as
                 ``callback(epoch, train_loss, val_score [E], best_val_score [E])``.
+            loss_fn: the training loss instead of ``model.loss``, called as
+                ``loss_fn(x [E, b, in] normalized, y [E, b, out], rows [E, b])`` -> scalar, where
+                ``rows`` are the rows' positions in ``inputs`` (e.g. replay-buffer indices, to
+                look up per-row data such as value gradients).
+            score_fn: the validation score instead of the MSE of the mean, called as
+                ``score_fn(x [n, in] normalized, y [n, out], rows [n])`` -> ``[E]`` (lower is
+                better; used for early stopping and the elites).
+            grad_clip_norm: clip the model's gradient norm before every step (VA-MBPO: 2.0).
+            step_callback: called after every optimiser step as ``step_callback(step)``, with
+                ``step`` counting this call's steps from 1 (VA-MBPO refits the value function
+                there).
         """
         model = self.model
         if num_epochs is None and not patience:
@@ -166,11 +181,19 @@ class ModelTrainer:
             raise ValueError(f"no training rows left: M={M}, validation_ratio={validation_ratio}")
         perm = randperm(M)
         x_train, y_train = x[perm[:n_train]], y[perm[:n_train]]
+        rows_train = perm[:n_train]
+        rows_val = perm[n_train:] if n_val else rows_train
         x_val, y_val = (x[perm[n_train:]], y[perm[n_train:]]) if n_val else (x_train, y_train)
         boot = bootstrap_indices(E, n_train, generator, device)  # [E, N_train], once per call
 
+        def val_score():
+            if score_fn is None:
+                return self.evaluate(x_val, y_val, normalized=True)
+            return score_fn(x_val, y_val, rows_val).detach()
+
         hist = TrainHistory()
-        best = self.evaluate(x_val, y_val, normalized=True)  # [E]
+        best = val_score()  # [E]
+        step = 0
         hist.initial_val_score = best.tolist()
         best_state = None
         epochs_since_update = 0
@@ -182,14 +205,22 @@ class ModelTrainer:
             for s in range(0, n_train, batch_size):
                 idx = boot[:, order[s : s + batch_size]]  # [E, b]
                 self.optimizer.zero_grad(set_to_none=True)
-                loss = model.loss(x_train[idx], y_train[idx], normalized=True)
+                if loss_fn is None:
+                    loss = model.loss(x_train[idx], y_train[idx], normalized=True)
+                else:
+                    loss = loss_fn(x_train[idx], y_train[idx], rows_train[idx])
                 loss.backward()
+                if grad_clip_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
                 self.optimizer.step()
                 losses.append(loss.detach())
+                step += 1
+                if step_callback is not None:
+                    step_callback(step)
             hist.train_losses.append(torch.stack(losses).mean().item())  # one sync per epoch
 
             model.eval()
-            score = self.evaluate(x_val, y_val, normalized=True)
+            score = val_score()
             hist.val_scores.append(score.tolist())
             improvement = (best - score) / best.abs()
             if bool((improvement > improvement_threshold).any()):
