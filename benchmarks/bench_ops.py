@@ -27,6 +27,7 @@ OPS = {
     "gaussian_nll": "cases_gaussian_nll",
     "ensemble_mlp": "cases_ensemble_mlp",
     "rollout": "cases_rollout",
+    "vagram_loss": "cases_vagram",
 }
 
 
