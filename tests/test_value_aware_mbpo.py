@@ -231,3 +231,23 @@ def test_every_variant_runs(name, tmp_path, monkeypatch):
     assert len(rows) == 4  # 80 steps, a model update every 20
     assert all(math.isfinite(float(r["model_train_loss"])) for r in rows)
     assert bool(refits) == ("model_loss_type" in " ".join(extra))
+
+
+def test_critic_only_update_leaves_policy_and_alpha_alone():
+    a = agent()
+    policy = [p.clone() for p in a.policy.parameters()]
+    critic = [p.clone() for p in a.critic.parameters()]
+    target = [p.clone() for p in a.critic_target.parameters()]
+    version, log_alpha = a.critic_version, a.log_alpha.detach().clone()
+    g = torch.Generator().manual_seed(0)
+    n = 16
+    a.update_critic(torch.randn(n, O, generator=g), torch.rand(n, A, generator=g),
+                    torch.randn(n, generator=g), torch.randn(n, O, generator=g),
+                    torch.zeros(n, dtype=torch.bool), g)
+    assert all(torch.equal(p, q) for p, q in zip(policy, a.policy.parameters(), strict=True))
+    assert not all(torch.equal(p, q) for p, q in zip(critic, a.critic.parameters(), strict=True))
+    # update 0 of the critic-only counter also moves the targets (τ-step), as SAC's update does
+    assert not all(torch.equal(p, q)
+                   for p, q in zip(target, a.critic_target.parameters(), strict=True))
+    assert torch.equal(a.log_alpha.detach(), log_alpha)
+    assert a.critic_version == version + 1 and a.critic_only_updates == 1 and a.num_updates == 0
