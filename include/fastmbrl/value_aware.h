@@ -21,9 +21,9 @@ template <typename T, int Norm>
 FASTMBRL_HD void value_and_unit(T q_true, T q_model, T* loss, T* unit) {
   const T d = q_true - q_model;
   if (Norm == 1) {
-    const T a = d < T(0) ? -d : d;
-    const T s = d > T(0) ? T(-1) : (d < T(0) ? T(1) : T(0));
-    *loss = a;
+    // -sign(d) from two compare masks (a nested select compiled to slow code on x86)
+    const T s = static_cast<T>(d < T(0)) - static_cast<T>(d > T(0));
+    *loss = fabs(d);
     *unit = d != d ? d : s;
   } else {
     *loss = d * d;

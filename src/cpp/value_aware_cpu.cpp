@@ -1,7 +1,6 @@
 // CPU kernels of the value-difference loss: one pass over memory writes the loss (or adds it to
-// a double accumulator) and the unit gradient. Loops are branch-free with the norm, the
-// reduction and the sharing of q_true as template parameters, so the compiler vectorises them
-// (see CMakeLists.txt for the flags). The total is summed in double in a fixed order.
+// the total) and the unit gradient. Loops are branch-free, with the norm and the reduction as
+// template parameters, so the compiler vectorises them (see CMakeLists.txt for the flags).
 #include "fastmbrl/value_aware.h"
 
 namespace fastmbrl {
@@ -20,18 +19,38 @@ FASTMBRL_CPU_CLONES void row_elementwise(const T* __restrict__ y, const T* __res
   }
 }
 
+// The sum runs kLanes independent accumulators (a single vector accumulator would make the loop
+// latency-bound on the adds) over chunks of kChunk elements, in T; the chunks' lane sums are
+// added in double. The order is fixed, so the result is deterministic.
+constexpr int kLanes = 64;
+constexpr int64_t kChunk = 4096;
+
 template <typename T, int Norm>
 FASTMBRL_CPU_CLONES double row_sum(const T* __restrict__ y, const T* __restrict__ q, int64_t N,
                                    T* __restrict__ unit) {
-  double acc = 0.0;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t i = 0; i < N; ++i) {
-    T l, u;
-    value_aware::value_and_unit<T, Norm>(y[i], q[i], &l, &u);
-    unit[i] = u;
-    acc += static_cast<double>(l);
+  double total = 0.0;
+  for (int64_t c0 = 0; c0 < N; c0 += kChunk) {
+    const int64_t c1 = c0 + kChunk < N ? c0 + kChunk : N;
+    T acc[kLanes] = {};
+    int64_t i = c0;
+    for (; i + kLanes <= c1; i += kLanes) {
+#pragma omp simd
+      for (int j = 0; j < kLanes; ++j) {
+        T l, u;
+        value_aware::value_and_unit<T, Norm>(y[i + j], q[i + j], &l, &u);
+        unit[i + j] = u;
+        acc[j] += l;
+      }
+    }
+    for (; i < c1; ++i) {
+      T l, u;
+      value_aware::value_and_unit<T, Norm>(y[i], q[i], &l, &u);
+      unit[i] = u;
+      acc[0] += l;
+    }
+    for (int j = 0; j < kLanes; ++j) total += static_cast<double>(acc[j]);
   }
-  return acc;
+  return total;
 }
 
 template <typename T, int Norm>

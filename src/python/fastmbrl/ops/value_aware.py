@@ -101,7 +101,8 @@ def _validate(q_true, q_model, norm: str, reduction: str, op: str = OP) -> None:
 # outside the op, so autograd hands the backward g / n.
 # ---------------------------------------------------------------------------------------------
 LIB.define(
-    "value_aware_loss(Tensor q_true, Tensor q_model, int norm, bool elementwise) -> (Tensor, Tensor)"
+    "value_aware_loss(Tensor q_true, Tensor q_model, int norm, bool elementwise) "
+    "-> (Tensor, Tensor)"
 )
 LIB.define("value_aware_loss_backward(Tensor grad, Tensor unit, bool elementwise) -> Tensor")
 
