@@ -27,6 +27,8 @@ OPS = {
     "gaussian_nll": "cases_gaussian_nll",
     "ensemble_mlp": "cases_ensemble_mlp",
     "rollout": "cases_rollout",
+    "value_aware_loss": "cases_value_aware",
+    "value_gradients": "cases_value_grad",
 }
 
 
