@@ -28,6 +28,8 @@ OPS = {
     "ensemble_mlp": "cases_ensemble_mlp",
     "rollout": "cases_rollout",
     "vagram_loss": "cases_vagram",
+    "value_aware_loss": "cases_value_aware",
+    "value_gradients": "cases_value_grad",
 }
 
 
