@@ -251,3 +251,21 @@ def test_critic_only_update_leaves_policy_and_alpha_alone():
                    for p, q in zip(target, a.critic_target.parameters(), strict=True))
     assert torch.equal(a.log_alpha.detach(), log_alpha)
     assert a.critic_version == version + 1 and a.critic_only_updates == 1 and a.num_updates == 0
+
+
+def test_va_loss_reaches_mean_and_logvar_through_the_reparameterised_sample():
+    a = agent()
+    model = GaussianEnsemble(O + A, O + 1, ensemble_size=2, num_layers=1, hid_size=8)
+    loss_fn = ModelLoss(ValueAwareConfig(kind="va"), model, a, O,
+                        generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    obs, next_obs = torch.randn(10, O, generator=g), torch.randn(10, O, generator=g)
+    loss_fn.set_data(obs, next_obs)
+    rows = torch.randint(10, (2, 6), generator=g)
+    x = model.normalize(torch.randn(2, 6, O + A, generator=g))
+    y = torch.randn(2, 6, O + 1, generator=g)
+    loss_fn.loss(x, y, rows).backward()
+    head = model.weights[-1].grad  # [E, hid, 2·(O+1)]: mean columns, then log-variance columns
+    assert head[..., :O].abs().sum() > 0
+    assert head[..., O + 1:2 * O + 1].abs().sum() > 0  # the state log-variances get gradient
+    assert all(p.grad is None for p in a.critic.parameters())  # the critic is not trained here
