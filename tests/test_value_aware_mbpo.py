@@ -269,3 +269,40 @@ def test_va_loss_reaches_mean_and_logvar_through_the_reparameterised_sample():
     assert head[..., :O].abs().sum() > 0
     assert head[..., O + 1:2 * O + 1].abs().sum() > 0  # the state log-variances get gradient
     assert all(p.grad is None for p in a.critic.parameters())  # the critic is not trained here
+
+
+def test_killed_va_mbpo_run_resumes_with_its_counters(tmp_path, monkeypatch):
+    from fastmbrl.runs.checkpoint import latest_checkpoint, load_checkpoint
+
+    extra = ["overrides=mbpo_hopper", "overrides.num_steps=120", "+overrides.model_loss_type=va",
+             "+overrides.v_update_batch_size=64", "+overrides.value_update_interval=1"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    run(tiny_cfg(*extra), full)
+    real_evaluate, calls = mbpo.evaluate, {"n": 0}
+
+    def dying_evaluate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(mbpo, "evaluate", dying_evaluate)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_cfg(*extra), killed)
+    monkeypatch.setattr(mbpo, "evaluate", real_evaluate)
+    at_kill = load_checkpoint(latest_checkpoint(killed))["agent"]["critic_only_updates"]
+    after = {"n": 0}
+    real_update_critic = SAC.update_critic
+
+    def counting_update_critic(self, *args, **kwargs):
+        after["n"] += 1
+        return real_update_critic(self, *args, **kwargs)
+
+    monkeypatch.setattr(SAC, "update_critic", counting_update_critic)
+    run(tiny_cfg(*extra, "resume=true"), killed)
+    sa, sb = load_checkpoint(latest_checkpoint(full)), load_checkpoint(latest_checkpoint(killed))
+    for key in ("epoch", "env_steps", "updates_made"):
+        assert sa[key] == sb[key], key
+    # the critic-only counter (it times the target updates of the refits) survives the restart
+    assert at_kill > 0 and after["n"] > 0
+    assert sb["agent"]["critic_only_updates"] == at_kill + after["n"]
