@@ -10,9 +10,10 @@
     python benchmarks/value_aware_experiments.py --short --steps 1000 --jobs 2 \\
         --root exp/value_aware_short --out benchmarks/results/2026-11-21-cpu-value_aware_experiments
 
-Each cell is one ``fastmbrl train`` run (resumable: re-running continues killed runs). The summary
-(``summary.json``, ``summary.md``) lists per cell the last and best evaluation return, the
-model's validation score, and the wall-clock time.
+Each cell is one ``fastmbrl train`` run (resumable: re-running continues killed runs). The
+summary (``summary.json``, ``summary.md``) lists per cell the last and best evaluation return,
+the model's validation score and the wall-clock time; ``curves.png`` plots the returns.
+``--summarize-only`` rereads existing runs.
 """
 
 from __future__ import annotations
@@ -95,6 +96,39 @@ def summarize(root: Path, names: list[str], seed: int, wall: dict[str, float]) -
     return rows
 
 
+def plot_curves(root: Path, names: list[str], seed: int, path: Path) -> None:
+    """One panel per setting, one evaluation-return curve per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = list(dict.fromkeys(n.split("-")[0] for n in names))
+    cols = min(3, len(settings))
+    rows_n = (len(settings) + cols - 1) // cols
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.5 * cols, 3.2 * rows_n), squeeze=False)
+    for ax, setting in zip(axes.flat, settings, strict=False):
+        for name in names:
+            if not name.startswith(setting + "-"):
+                continue
+            runs = list((root / "mbpo" / name).glob(f"*/seed{seed}/results.csv"))
+            if not runs:
+                continue
+            with open(runs[0]) as f:
+                res = list(csv.DictReader(f))
+            ax.plot([int(r["env_step"]) for r in res],
+                    [float(r["episode_return"]) for r in res], label=name.split("-", 1)[1])
+        ax.set_title(setting)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("eval return")
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(settings):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,6 +140,7 @@ def main(argv=None) -> int:
     p.add_argument("--root", default="exp/value_aware")
     p.add_argument("--only", nargs="*", default=None, help="cells to run (default: all)")
     p.add_argument("--out", default=None, help="directory for summary.json / summary.md")
+    p.add_argument("--summarize-only", action="store_true", help="only read existing runs")
     p.add_argument("extra", nargs="*", help="more Hydra overrides for every run")
     args = p.parse_args(argv)
 
@@ -118,9 +153,11 @@ def main(argv=None) -> int:
         return 0
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        futures = {name: pool.submit(run_one, name, cmd, root) for name, cmd in cmds.items()}
-        wall = {name: f.result() for name, f in futures.items()}
+    wall: dict[str, float] = {}
+    if not args.summarize_only:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            futures = {name: pool.submit(run_one, name, cmd, root) for name, cmd in cmds.items()}
+            wall = {name: f.result() for name, f in futures.items()}
     rows = summarize(root, list(cmds), args.seed, wall)
     out = Path(args.out) if args.out else root
     out.mkdir(parents=True, exist_ok=True)
@@ -137,6 +174,7 @@ def main(argv=None) -> int:
                      f"{r['best_return']:.1f} | {r['model_val_score']:.4g} | "
                      f"{r['wall_time_s']:.0f} |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
+    plot_curves(root, list(cmds), args.seed, out / "curves.png")
     print("\n".join(lines))
     return 0
 
