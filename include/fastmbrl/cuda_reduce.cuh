@@ -1,6 +1,8 @@
 // Block-level reductions shared by the CUDA kernels (device code only).
 #pragma once
 
+#include <cstdint>
+
 namespace fastmbrl {
 namespace cuda {
 
@@ -20,6 +22,20 @@ __device__ __forceinline__ T block_sum(T v, T* warp_sums) {
   }
   __syncthreads();
   return v;
+}
+
+// The same with its own shared scratch (one array per block size and type in each kernel).
+template <int kThreads, typename T>
+__device__ __forceinline__ T block_sum(T v) {
+  __shared__ T warp_sums[kThreads / 32];
+  return block_sum<kThreads>(v, warp_sums);
+}
+
+// Blocks of a grid-stride reduction over `items` work items, `per_block` per block, clamped to
+// [1, max_blocks] (host code: sizes the grid and the partial-sum workspace).
+inline int64_t reduction_blocks(int64_t items, int64_t per_block, int64_t max_blocks) {
+  const int64_t g = (items + per_block - 1) / per_block;
+  return g < 1 ? 1 : (g < max_blocks ? g : max_blocks);
 }
 
 }  // namespace cuda

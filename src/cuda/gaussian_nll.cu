@@ -17,15 +17,7 @@ constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocksPerMember = 256;
 
 int64_t blocks_per_member(int64_t N) {
-  int64_t g = (N + kThreads * 4 - 1) / (kThreads * 4);
-  if (g < 1) g = 1;
-  return g < kMaxBlocksPerMember ? g : kMaxBlocksPerMember;
-}
-
-template <typename T>
-__device__ __forceinline__ T block_sum(T v) {
-  __shared__ T warp_sums[kThreads / 32];
-  return cuda::block_sum<kThreads>(v, warp_sums);
+  return cuda::reduction_blocks(N, kThreads * 4, kMaxBlocksPerMember);
 }
 
 template <typename T>
@@ -53,7 +45,7 @@ __global__ void nll_partial_kernel(const T* __restrict__ mean, const T* __restri
        i += int64_t(gridDim.x) * kThreads) {
     acc += nll::value(m[i], lv[i], y[i]);
   }
-  acc = block_sum(acc);
+  acc = cuda::block_sum<kThreads>(acc);
   if (threadIdx.x == 0) partial[e * gridDim.x + blockIdx.x] = acc;
 }
 
@@ -63,7 +55,7 @@ __global__ void nll_finalize_kernel(const T* __restrict__ partial, int64_t G, in
   const int64_t e = blockIdx.x;
   double acc = 0.0;
   for (int64_t g = threadIdx.x; g < G; g += kThreads) acc += static_cast<double>(partial[e * G + g]);
-  acc = block_sum(acc);
+  acc = cuda::block_sum<kThreads>(acc);
   if (threadIdx.x == 0) out[e] = static_cast<T>(acc / static_cast<double>(N));
 }
 

@@ -21,17 +21,8 @@ constexpr int64_t kMaxBlocksPerMember = 256;
 
 // Work items per member: elements (bounded, 4 per thread) or rows (unbounded, 1 per thread).
 int64_t blocks_per_member(int64_t B, int64_t O, bool bounded) {
-  const int64_t items = bounded ? B * O : B;
-  const int64_t per_block = bounded ? kThreads * 4 : kThreads;
-  int64_t g = (items + per_block - 1) / per_block;
-  if (g < 1) g = 1;
-  return g < kMaxBlocksPerMember ? g : kMaxBlocksPerMember;
-}
-
-template <typename T>
-__device__ __forceinline__ T block_sum(T v) {
-  __shared__ T warp_sums[kThreads / 32];
-  return cuda::block_sum<kThreads>(v, warp_sums);
+  return cuda::reduction_blocks(bounded ? B * O : B, bounded ? kThreads * 4 : kThreads,
+                                kMaxBlocksPerMember);
 }
 
 template <typename T>
@@ -56,7 +47,7 @@ __global__ void vagram_bounded_kernel(const T* __restrict__ pred, const T* __res
     dp[i] = vagram::bounded_grad(w, delta, scale);
     acc += vagram::bounded_value(w, delta);
   }
-  acc = block_sum(acc);
+  acc = cuda::block_sum<kThreads>(acc);
   if (threadIdx.x == 0) partial[e * gridDim.x + blockIdx.x] = acc;
 }
 
@@ -77,7 +68,7 @@ __global__ void vagram_unbounded_kernel(const T* __restrict__ pred, const T* __r
     const int64_t off = b * O;
     acc += vagram::unbounded_row<T, T>(p + off, y + off, g + off, S, O, K, scale, dp + off);
   }
-  acc = block_sum(acc);
+  acc = cuda::block_sum<kThreads>(acc);
   if (threadIdx.x == 0) partial[e * gridDim.x + blockIdx.x] = acc;
 }
 
@@ -87,7 +78,7 @@ __global__ void vagram_finalize_kernel(const T* __restrict__ partial, int64_t G,
   const int64_t e = blockIdx.x;
   double acc = 0.0;
   for (int64_t g = threadIdx.x; g < G; g += kThreads) acc += static_cast<double>(partial[e * G + g]);
-  acc = block_sum(acc);
+  acc = cuda::block_sum<kThreads>(acc);
   if (threadIdx.x == 0) member_loss[e] = static_cast<T>(acc * inv_norm);
 }
 

@@ -16,22 +16,12 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1024;
 
-int64_t reduce_blocks(int64_t n) {
-  int64_t g = (n + kThreads * 4 - 1) / (kThreads * 4);
-  if (g < 1) g = 1;
-  return g < kMaxBlocks ? g : kMaxBlocks;
-}
+int64_t reduce_blocks(int64_t n) { return cuda::reduction_blocks(n, kThreads * 4, kMaxBlocks); }
 
 int grid_for(int64_t n) {
   int64_t g = (n + kThreads - 1) / kThreads;
   if (g > 65535 * 8) g = 65535 * 8;
   return static_cast<int>(g < 1 ? 1 : g);
-}
-
-template <typename T>
-__device__ __forceinline__ T block_sum(T v) {
-  __shared__ T warp_sums[kThreads / 32];
-  return cuda::block_sum<kThreads>(v, warp_sums);
 }
 
 template <typename T, int Norm>
@@ -61,7 +51,7 @@ __global__ void va_partial_kernel(const T* __restrict__ q_true, const T* __restr
     unit[k] = u;
     acc += l;
   }
-  acc = block_sum(acc);
+  acc = cuda::block_sum<kThreads>(acc);
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
@@ -69,7 +59,7 @@ template <typename T>
 __global__ void va_finalize_kernel(const T* __restrict__ partial, int64_t G, T* __restrict__ out) {
   double acc = 0.0;
   for (int64_t g = threadIdx.x; g < G; g += kThreads) acc += static_cast<double>(partial[g]);
-  acc = block_sum(acc);
+  acc = cuda::block_sum<kThreads>(acc);
   if (threadIdx.x == 0) out[0] = static_cast<T>(acc);
 }
 
