@@ -105,10 +105,13 @@ def test_opcheck(device, shared, norm, elementwise, gen):
     q_true, q_model = _inputs((3, 6, 5), torch.float32, device, shared, gen, ties=False)
     torch.library.opcheck(torch.ops.fastmbrl.value_aware_loss.default,
                           (q_true, q_model, norm, elementwise))
-    grad = torch.randn((3, 6, 5) if elementwise else (), device=device)
-    unit = torch.randn(3, 6, 5, device=device)
-    torch.library.opcheck(torch.ops.fastmbrl.value_aware_loss_backward.default,
-                          (grad, unit, elementwise))
+
+
+def test_double_backward_is_a_clear_error(gen):
+    q_true, q_model = _inputs((3, 5), torch.float64, "cpu", False, gen)
+    loss = value_aware_loss(q_true, q_model, "l2", backend="native")
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(loss, q_model, create_graph=True)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -7,7 +7,8 @@
 //
 // q_model is [E, N] (any shape, E its first dimension); q_true is [E, N] or shared [N]. The
 // forward writes the loss (elementwise, or its total over all E*N elements) and the unit
-// gradient in one pass, so the backward only scales `unit` by the incoming gradient.
+// gradient in one pass, so the backward (plain torch, in ops/value_aware.py) only scales `unit`
+// by the incoming gradient.
 #pragma once
 
 #include "fastmbrl/common.h"
@@ -40,12 +41,6 @@ template <typename T>
 void value_aware_forward_cpu(const T* q_true, const T* q_model, bool q_true_shared, int64_t E,
                              int64_t N, int norm, bool elementwise, T* loss, T* unit);
 
-// d_model[k] = g[k] * unit[k] (elementwise) or g[0] * unit[k] (the loss was reduced), for the
-// n = E*N elements.
-template <typename T>
-void value_aware_backward_cpu(const T* grad, const T* unit, int64_t n, bool elementwise,
-                              T* d_model);
-
 // ---- CUDA entry points (src/cuda/value_aware.cu); return a cudaError_t as int -----------
 // Number of elements of type T the forward needs as workspace (0 when elementwise).
 int64_t value_aware_cuda_workspace(int64_t n, bool elementwise);
@@ -54,9 +49,5 @@ template <typename T>
 int value_aware_forward_cuda(const T* q_true, const T* q_model, bool q_true_shared, int64_t E,
                              int64_t N, int norm, bool elementwise, T* loss, T* unit,
                              T* workspace, void* stream);
-
-template <typename T>
-int value_aware_backward_cuda(const T* grad, const T* unit, int64_t n, bool elementwise,
-                              T* d_model, void* stream);
 
 }  // namespace fastmbrl

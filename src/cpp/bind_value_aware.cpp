@@ -27,16 +27,6 @@ FASTMBRL_BINDINGS(value_aware) {
                                                  norm, elementwise, mptr<T>(loss), mptr<T>(unit));
           });
         });
-  m.def("value_aware_backward_cpu",
-        [](int dtype, uintptr_t grad, uintptr_t unit, int64_t n, bool elementwise,
-           uintptr_t d_model) {
-          py::gil_scoped_release release;
-          dispatch_float(dtype, "value_aware_backward_cpu", [&](auto tag) {
-            using T = decltype(tag);
-            fastmbrl::value_aware_backward_cpu<T>(cptr<T>(grad), cptr<T>(unit), n, elementwise,
-                                                  mptr<T>(d_model));
-          });
-        });
 #ifdef FASTMBRL_WITH_CUDA
   m.def("value_aware_cuda_workspace", &fastmbrl::value_aware_cuda_workspace);
   m.def("value_aware_forward_cuda",
@@ -50,17 +40,6 @@ FASTMBRL_BINDINGS(value_aware) {
                            cptr<T>(q_true), cptr<T>(q_model), shared, E, N, norm, elementwise,
                            mptr<T>(loss), mptr<T>(unit), mptr<T>(workspace), stream_ptr(stream)),
                        "value_aware_forward_cuda");
-          });
-        });
-  m.def("value_aware_backward_cuda",
-        [](int dtype, uintptr_t grad, uintptr_t unit, int64_t n, bool elementwise,
-           uintptr_t d_model, uintptr_t stream) {
-          dispatch_float(dtype, "value_aware_backward_cuda", [&](auto tag) {
-            using T = decltype(tag);
-            check_cuda(fastmbrl::value_aware_backward_cuda<T>(cptr<T>(grad), cptr<T>(unit), n,
-                                                              elementwise, mptr<T>(d_model),
-                                                              stream_ptr(stream)),
-                       "value_aware_backward_cuda");
           });
         });
 #endif

@@ -72,14 +72,6 @@ void forward(const T* q_true, const T* q_model, bool shared, int64_t E, int64_t 
   if (!elementwise) loss[0] = static_cast<T>(total);
 }
 
-template <typename T, bool Elementwise>
-FASTMBRL_CPU_CLONES void scale(const T* __restrict__ grad, const T* __restrict__ unit, int64_t n,
-                               T* __restrict__ d_model) {
-  const T g0 = grad[0];
-#pragma omp simd
-  for (int64_t k = 0; k < n; ++k) d_model[k] = (Elementwise ? grad[k] : g0) * unit[k];
-}
-
 }  // namespace value_aware_cpu
 
 template <typename T>
@@ -92,20 +84,9 @@ void value_aware_forward_cpu(const T* q_true, const T* q_model, bool q_true_shar
   }
 }
 
-template <typename T>
-void value_aware_backward_cpu(const T* grad, const T* unit, int64_t n, bool elementwise,
-                              T* d_model) {
-  if (elementwise) {
-    value_aware_cpu::scale<T, true>(grad, unit, n, d_model);
-  } else {
-    value_aware_cpu::scale<T, false>(grad, unit, n, d_model);
-  }
-}
-
 #define FASTMBRL_INSTANTIATE(T)                                                              \
   template void value_aware_forward_cpu<T>(const T*, const T*, bool, int64_t, int64_t, int,  \
-                                           bool, T*, T*);                                   \
-  template void value_aware_backward_cpu<T>(const T*, const T*, int64_t, bool, T*);
+                                           bool, T*, T*);
 FASTMBRL_INSTANTIATE(float)
 FASTMBRL_INSTANTIATE(double)
 #undef FASTMBRL_INSTANTIATE

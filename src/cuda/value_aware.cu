@@ -63,15 +63,6 @@ __global__ void va_finalize_kernel(const T* __restrict__ partial, int64_t G, T* 
   if (threadIdx.x == 0) out[0] = static_cast<T>(acc);
 }
 
-template <typename T>
-__global__ void va_backward_kernel(const T* __restrict__ grad, const T* __restrict__ unit,
-                                   int64_t n, bool elementwise, T* __restrict__ d_model) {
-  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n;
-       k += int64_t(gridDim.x) * blockDim.x) {
-    d_model[k] = (elementwise ? grad[k] : grad[0]) * unit[k];
-  }
-}
-
 template <typename T, int Norm>
 void launch_forward(const T* q_true, const T* q_model, bool shared, int64_t N, int64_t n,
                     bool elementwise, T* loss, T* unit, T* workspace, cudaStream_t s) {
@@ -108,18 +99,9 @@ int value_aware_forward_cuda(const T* q_true, const T* q_model, bool q_true_shar
   return static_cast<int>(cudaGetLastError());
 }
 
-template <typename T>
-int value_aware_backward_cuda(const T* grad, const T* unit, int64_t n, bool elementwise,
-                              T* d_model, void* stream) {
-  cudaStream_t s = static_cast<cudaStream_t>(stream);
-  va_backward_kernel<T><<<grid_for(n), kThreads, 0, s>>>(grad, unit, n, elementwise, d_model);
-  return static_cast<int>(cudaGetLastError());
-}
-
 #define FASTMBRL_INSTANTIATE(T)                                                               \
   template int value_aware_forward_cuda<T>(const T*, const T*, bool, int64_t, int64_t, int,   \
-                                           bool, T*, T*, T*, void*);                         \
-  template int value_aware_backward_cuda<T>(const T*, const T*, int64_t, bool, T*, void*);
+                                           bool, T*, T*, T*, void*);
 FASTMBRL_INSTANTIATE(float)
 FASTMBRL_INSTANTIATE(double)
 #undef FASTMBRL_INSTANTIATE

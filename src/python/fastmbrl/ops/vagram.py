@@ -54,7 +54,7 @@ from __future__ import annotations
 import torch
 
 from .. import _native
-from ._library import LIB
+from ._library import LIB, refuse_double_backward
 from ._validate import check_nonempty, check_same, check_shape, check_tensor
 
 OP = "vagram_loss"
@@ -171,11 +171,7 @@ def _setup_context(ctx, inputs, output):
 
 
 def _autograd_backward(ctx, grad_member, grad_dpred_unit):
-    if torch.is_grad_enabled():  # create_graph=True: a double backward is on its way
-        raise RuntimeError(
-            f"{OP}: double backward (create_graph=True) is not supported by the native op; use "
-            "backend='reference' for higher-order gradients"
-        )
+    refuse_double_backward(OP)
     (dpred_unit,) = ctx.saved_tensors
     d_pred = d_target = None
     if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:

@@ -31,8 +31,8 @@ model's mean and log-variance through ``Q̂``.
 
 Native kernels (``fastmbrl::value_aware_loss``): one fused pass computes the loss (elementwise,
 or its total with a deterministic fixed-order reduction) and the unit gradient ``∂loss/∂Q̂``;
-the backward (``fastmbrl::value_aware_loss_backward``) only scales it by the incoming gradient.
-Double backward is not supported by the native path.
+the backward is one torch multiply of it by the incoming gradient. Double backward is not
+supported by the native path (it raises).
 
 Dispatch: CUDA tensors run the CUDA kernel when compiled (``prefer_native_cuda=True``; the CUDA
 kernels are compiled, not yet verified on a GPU). CPU tensors run the native CPU kernel from
@@ -50,7 +50,7 @@ from __future__ import annotations
 import torch
 
 from .. import _native
-from ._library import LIB
+from ._library import LIB, refuse_double_backward
 from ._validate import check_nonempty, check_same, check_shape
 
 OP = "value_aware_loss"
@@ -109,17 +109,17 @@ def _validate(q_true, q_model, norm: str, reduction: str, op: str = OP) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# torch.library registration: fastmbrl::value_aware_loss and its backward
+# torch.library registration: fastmbrl::value_aware_loss
 #
 # The forward returns (loss, unit): loss is elementwise (q_model's shape) or the total over all
-# elements (a 0-dim tensor), unit = d loss / d q_model per element. "mean" divides the total by n
-# outside the op, so autograd hands the backward g / n.
+# elements (a 0-dim tensor), unit = d loss / d q_model per element. The backward is one torch
+# multiply, grad * unit (grad broadcasts when the loss was reduced). "mean" divides the total by
+# n outside the op, so autograd hands the backward g / n.
 # ---------------------------------------------------------------------------------------------
 LIB.define(
     "value_aware_loss(Tensor q_true, Tensor q_model, int norm, bool elementwise) "
     "-> (Tensor, Tensor)"
 )
-LIB.define("value_aware_loss_backward(Tensor grad, Tensor unit, bool elementwise) -> Tensor")
 
 
 def _forward_impl(q_true, q_model, norm: int, elementwise: bool):
@@ -140,34 +140,15 @@ def _forward_impl(q_true, q_model, norm: int, elementwise: bool):
     return loss, unit
 
 
-def _backward_impl(grad, unit, elementwise: bool):
-    grad, unit = grad.contiguous(), unit.contiguous()
-    d_model = _native.empty_like(unit)
-    C, P = _native._C, _native.ptr
-    args = (_native.dtype_code(unit), P(grad), P(unit), unit.numel(), elementwise, P(d_model))
-    if unit.device.type == "cuda":
-        C.value_aware_backward_cuda(*args, _native.cuda_stream(unit.device))
-    else:
-        C.value_aware_backward_cpu(*args)
-    return d_model
-
-
 def _forward_fake(q_true, q_model, norm: int, elementwise: bool):
     return q_model.new_empty(q_model.shape if elementwise else ()), torch.empty_like(q_model)
 
 
-def _backward_fake(grad, unit, elementwise: bool):
-    return torch.empty_like(unit)
-
-
 if _native.HAS_NATIVE:
     LIB.impl("value_aware_loss", _forward_impl, "CPU")
-    LIB.impl("value_aware_loss_backward", _backward_impl, "CPU")
 if _native.HAS_CUDA_KERNELS:
     LIB.impl("value_aware_loss", _forward_impl, "CUDA")
-    LIB.impl("value_aware_loss_backward", _backward_impl, "CUDA")
 torch.library.register_fake("fastmbrl::value_aware_loss", _forward_fake, lib=LIB)
-torch.library.register_fake("fastmbrl::value_aware_loss_backward", _backward_fake, lib=LIB)
 
 
 def _setup_context(ctx, inputs, output):
@@ -175,13 +156,13 @@ def _setup_context(ctx, inputs, output):
     _loss, unit = output
     ctx.mark_non_differentiable(unit)
     ctx.save_for_backward(unit)
-    ctx.elementwise = elementwise
     ctx.shared = q_true.dim() != q_model.dim()
 
 
 def _autograd_backward(ctx, grad, _grad_unit):
+    refuse_double_backward(OP)
     (unit,) = ctx.saved_tensors
-    d_model = torch.ops.fastmbrl.value_aware_loss_backward(grad, unit, ctx.elementwise)
+    d_model = grad * unit  # grad is 0-dim when the loss was reduced
     d_true = None
     if ctx.needs_input_grad[0]:
         d_true = -(d_model.sum(0) if ctx.shared else d_model)
