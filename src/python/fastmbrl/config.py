@@ -113,9 +113,6 @@ def validate(cfg: DictConfig) -> None:
         value_aware_config(cfg)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if cfg.dynamics_model.get("va_norm", "l1") not in ("l1", "l2"):
-        raise ConfigError(f"dynamics_model.va_norm must be l1 or l2, got "
-                          f"{cfg.dynamics_model.va_norm!r}")
     for key in ("value_update_interval", "num_v_updates_in_model"):
         if key in o:
             _positive(cfg, f"overrides.{key}", allow_zero=True)

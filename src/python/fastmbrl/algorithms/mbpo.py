@@ -244,7 +244,8 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
                                 num_rollouts=int(o.get("v_update_batch_size", 50_000)),
                                 num_updates=int(o.get("num_v_updates_in_model", 5)),
                                 batch_size=int(o.sac_batch_size),
-                                sample_actions=alg.sac_samples_action, generator=gen)
+                                sample_actions=alg.sac_samples_action,
+                                generator=gen) if refit_value else None
                 hist = trainer.train(inputs.to(torch.float32), targets.to(torch.float32),
                                      num_epochs=o.get("num_epochs_train_model"),
                                      patience=o.patience, batch_size=o.model_batch_size,
@@ -252,7 +253,7 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
                                      loss_fn=None if model_loss is None else model_loss.loss,
                                      score_fn=None if model_loss is None else model_loss.score,
                                      grad_clip_norm=va_cfg.grad_clip_norm,
-                                     step_callback=refit if refit_value else None)
+                                     step_callback=refit)
                 added = rollout_model_and_populate_buffer(
                     model_env, real_buffer, agent, model_buffer, rollout_length, rollout_batch,
                     alg.sac_samples_action, gen)

@@ -63,7 +63,7 @@ from ..ops import (
     value_aware_loss,
     value_gradients,
 )
-from ..ops.value_grad import quantile_lastdim
+from .common import rollout_model_and_populate_buffer
 
 LOSS_KINDS = ("mle", "va", "vagram_bounded", "vagram_unbounded", "itervaml")
 HEAD_CLIP_MIN_NORM = 1e5  # VaGraM HEAD (4bb1d8d): rows are clipped only above this norm
@@ -89,7 +89,8 @@ class ValueAwareConfig:
         if self.kind not in LOSS_KINDS:
             raise ValueError(f"model loss must be one of {LOSS_KINDS}, got {self.kind!r}")
         if self.va_norm not in ("l1", "l2"):
-            raise ValueError(f"va_norm must be 'l1' or 'l2', got {self.va_norm!r}")
+            raise ValueError(f"va_norm (dynamics_model.va_norm) must be 'l1' or 'l2', got "
+                             f"{self.va_norm!r}")
         if self.value_heads not in ("all", "target"):
             raise ValueError(f"value_heads must be 'all' or 'target', got {self.value_heads!r}")
         if self.clip_quantile is not None and not 0.0 < self.clip_quantile <= 1.0:
@@ -100,18 +101,11 @@ def clip_value_grads(g: torch.Tensor, quantile: float | None, head_rule: bool) -
     """VaGraM's bound clipping of ``g [K, ..., O]`` over all rows of the batch, per head.
 
     ICLR rule (default): rows with ``‖g‖ > q_k`` get norm ``q_k``. HEAD rule: only rows with
-    ``‖g‖ ≥ max(q_k, 1e5)`` are rescaled to ``q_k``.
+    ``‖g‖ > q_k`` and ``‖g‖ ≥ 1e5`` are rescaled to ``q_k``.
     """
     if quantile is None:
         return g
-    if not head_rule:
-        return clip_norms_at_quantile(g, quantile)
-    K = g.shape[0]
-    norms = torch.linalg.vector_norm(g, dim=-1)
-    q = quantile_lastdim(norms.reshape(K, -1), quantile).reshape((K,) + (1,) * (norms.dim() - 1))
-    clip = (norms >= q) & (norms >= HEAD_CLIP_MIN_NORM)
-    scale = torch.where(clip, q / norms.clamp_min(torch.finfo(g.dtype).tiny), 1.0)
-    return g * scale.unsqueeze(-1)
+    return clip_norms_at_quantile(g, quantile, HEAD_CLIP_MIN_NORM if head_rule else 0.0)
 
 
 class ValueGradientCache:
@@ -274,8 +268,6 @@ def refit_critic_on_model(step: int, *, interval: int, model_env, real_buffer, a
     on every ``interval``-th model step, empty the model buffer, fill it with ``horizon``-step
     rollouts of the partially trained model from ``num_rollouts`` real start states, and take
     ``num_updates`` critic-only SAC steps on batches of ``batch_size`` from it."""
-    from .common import rollout_model_and_populate_buffer
-
     if step % interval:
         return
     model_buffer.clear()

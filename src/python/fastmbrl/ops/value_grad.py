@@ -44,14 +44,17 @@ def quantile_lastdim(x: torch.Tensor, q: float) -> torch.Tensor:
     return s[..., lo] * (1.0 - frac) + s[..., hi] * frac
 
 
-def clip_norms_at_quantile(g: torch.Tensor, quantile: float = 0.95) -> torch.Tensor:
+def clip_norms_at_quantile(g: torch.Tensor, quantile: float = 0.95,
+                           min_norm: float = 0.0) -> torch.Tensor:
     """Rescale rows of ``g [K, *S, O]`` whose norm exceeds head k's ``quantile`` of norms to
-    exactly that norm (VaGraM's ICLR bound clipping); ``[K, *S, O]`` out."""
+    exactly that norm (VaGraM's ICLR bound clipping); ``[K, *S, O]`` out. Rows with a norm
+    below ``min_norm`` are never clipped (VaGraM's HEAD rule uses 1e5)."""
     K = g.shape[0]
     norms = torch.linalg.vector_norm(g, dim=-1)  # [K, *S]
     q = quantile_lastdim(norms.reshape(K, -1), quantile)  # [K]
     q = q.reshape((K,) + (1,) * (norms.dim() - 1))
-    scale = torch.where(norms > q, q / norms.clamp_min(torch.finfo(g.dtype).tiny), 1.0)
+    clip = (norms > q) & (norms >= min_norm)
+    scale = torch.where(clip, q / norms.clamp_min(torch.finfo(g.dtype).tiny), 1.0)
     return g * scale.unsqueeze(-1)
 
 
