@@ -44,6 +44,24 @@ def tiny_cfg(*extra: str):
         return compose("main", overrides=[*TINY, *extra])
 
 
+def run_killed_at_evaluation(cfg, run_dir, monkeypatch, call: int = 3) -> None:
+    """Run ``cfg`` in ``run_dir`` and kill it (KeyboardInterrupt) at its ``call``-th evaluation,
+    i.e. during that epoch, after the checkpoint of the epoch before."""
+    real_evaluate = mbpo.evaluate
+    calls = {"n": 0}
+
+    def dying_evaluate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt("killed")
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(mbpo, "evaluate", dying_evaluate)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, run_dir)
+    monkeypatch.setattr(mbpo, "evaluate", real_evaluate)
+
+
 def read_csv(path: Path) -> list[dict]:
     with open(path) as f:
         return list(csv.DictReader(f))
@@ -77,19 +95,7 @@ def test_killed_run_resumes_and_loses_nothing(tmp_path, monkeypatch):
     run(cfg, full)
 
     # the same run, killed during its third epoch (after the epoch-2 checkpoint)
-    real_evaluate = mbpo.evaluate
-    calls = {"n": 0}
-
-    def dying_evaluate(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("killed")
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(mbpo, "evaluate", dying_evaluate)
-    with pytest.raises(KeyboardInterrupt):
-        run(cfg, killed)
-    monkeypatch.setattr(mbpo, "evaluate", real_evaluate)
+    run_killed_at_evaluation(cfg, killed, monkeypatch)
     rows = read_csv(killed / "results.csv")
     assert [int(r["env_step"]) for r in rows] == [40, 80]
 

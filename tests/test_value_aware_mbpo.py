@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_mbpo import tiny_cfg
+from test_mbpo import run_killed_at_evaluation, tiny_cfg
 
 from fastmbrl.agents import SAC, SACConfig
 from fastmbrl.algorithms import mbpo
@@ -278,18 +278,7 @@ def test_killed_va_mbpo_run_resumes_with_its_counters(tmp_path, monkeypatch):
              "+overrides.v_update_batch_size=64", "+overrides.value_update_interval=1"]
     full, killed = tmp_path / "full", tmp_path / "killed"
     run(tiny_cfg(*extra), full)
-    real_evaluate, calls = mbpo.evaluate, {"n": 0}
-
-    def dying_evaluate(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("killed")
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(mbpo, "evaluate", dying_evaluate)
-    with pytest.raises(KeyboardInterrupt):
-        run(tiny_cfg(*extra), killed)
-    monkeypatch.setattr(mbpo, "evaluate", real_evaluate)
+    run_killed_at_evaluation(tiny_cfg(*extra), killed, monkeypatch)
     at_kill = load_checkpoint(latest_checkpoint(killed))["agent"]["critic_only_updates"]
     after = {"n": 0}
     real_update_critic = SAC.update_critic
