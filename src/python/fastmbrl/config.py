@@ -11,11 +11,7 @@ from omegaconf import DictConfig
 from . import envs
 from ._native import BACKENDS
 from .algorithms.value_aware import value_aware_config
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the key."""
-
+from .schema import ConfigError  # noqa: F401  (re-exported: fastmbrl.config.ConfigError)
 
 # Keys an `overrides` file may hold. The seeds add some with `+overrides.KEY=...`, so keys not
 # in the YAML files are read with defaults; a misspelt one is an error, not silently ignored.
@@ -67,8 +63,27 @@ def _positive(cfg: DictConfig, path: str, allow_zero: bool = False) -> None:
         raise ConfigError(f"{path} must be {bound}, got {node!r}")
 
 
+def validate_root(cfg: DictConfig) -> None:
+    """The root keys every algorithm shares (main.yaml)."""
+    if str(cfg.backend) not in BACKENDS:
+        raise ConfigError(f"backend must be one of {BACKENDS}, got {cfg.backend!r}")
+    _positive(cfg, "log_frequency_agent")
+    _positive(cfg, "checkpoint_every_epochs", allow_zero=True)
+    _positive(cfg, "keep_checkpoints")
+    resolve_device(cfg.device)
+
+
 def validate(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` for the first problem found in a training config."""
+    """Raise :class:`ConfigError` for the first problem found in a training config: the root
+    keys, then the groups of ``algorithm.name`` (its module's ``validate``)."""
+    from .train import algorithm_module
+
+    validate_root(cfg)
+    algorithm_module(cfg).validate(cfg)
+
+
+def validate_mbpo(cfg: DictConfig) -> None:
+    """MBPO's config groups (overrides, dynamics_model, algorithm)."""
     o = cfg.overrides
     unknown = sorted(set(o.keys()) - KNOWN_OVERRIDE_KEYS)
     for key in unknown:
@@ -125,9 +140,3 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"algorithm.real_data_ratio must be in [0, 1], got {a.real_data_ratio}")
     if o.sac_policy != "Gaussian":
         raise ConfigError(f"overrides.sac_policy={o.sac_policy!r}: only 'Gaussian' is supported")
-    if str(cfg.backend) not in BACKENDS:
-        raise ConfigError(f"backend must be one of {BACKENDS}, got {cfg.backend!r}")
-    _positive(cfg, "log_frequency_agent")
-    _positive(cfg, "checkpoint_every_epochs", allow_zero=True)
-    _positive(cfg, "keep_checkpoints")
-    resolve_device(cfg.device)

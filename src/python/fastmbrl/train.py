@@ -10,6 +10,7 @@ The run directory (``root_dir/algorithm/experiment/env/seedN``) holds the resolv
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -22,14 +23,25 @@ from . import _native
 from .config import ConfigError, resolve_device, validate
 from .runs.checkpoint import latest_checkpoint
 
-ALGORITHMS = ("mbpo",)
+# algorithm.name -> the module that runs it. Each module has ``validate(cfg)`` (its config
+# groups against their schemas; raises ConfigError) and ``train(cfg, run_dir, device)``.
+ALGORITHMS = {
+    "mbpo": "fastmbrl.algorithms.mbpo",
+}
+
+
+def algorithm_module(cfg: DictConfig):
+    """The module of ``cfg.algorithm.name`` (a ConfigError names the available ones)."""
+    name = cfg.get("algorithm", {}).get("name")
+    if name not in ALGORITHMS:
+        raise ConfigError(f"algorithm.name={name!r}: available {', '.join(ALGORITHMS)}")
+    return importlib.import_module(ALGORITHMS[name])
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> float:
     """Validate ``cfg`` and run its algorithm in ``run_dir``; returns the best eval return."""
+    algo = algorithm_module(cfg)
     validate(cfg)
-    if cfg.algorithm.name not in ALGORITHMS:
-        raise ConfigError(f"algorithm.name={cfg.algorithm.name!r}: available {ALGORITHMS}")
     run_dir = Path(run_dir)
     existing = latest_checkpoint(run_dir) if run_dir.exists() else None
     if existing is not None and not cfg.resume:
@@ -44,9 +56,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> float:
         torch.set_num_threads(int(cfg.torch_threads))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    from .algorithms import mbpo
-
-    return mbpo.train(cfg, run_dir, device)
+    return algo.train(cfg, run_dir, device)
 
 
 @hydra.main(config_path="conf", config_name="main", version_base="1.3")

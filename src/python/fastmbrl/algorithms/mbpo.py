@@ -61,6 +61,13 @@ from .common import (
 from .value_aware import ModelLoss, refit_critic_on_model, value_aware_config
 
 
+def validate(cfg: DictConfig) -> None:
+    """MBPO's config groups; raises ConfigError naming the key (fastmbrl.config)."""
+    from ..config import validate_mbpo
+
+    validate_mbpo(cfg)
+
+
 def sac_config(cfg: DictConfig) -> SACConfig:
     a = cfg.algorithm.agent
     return SACConfig(

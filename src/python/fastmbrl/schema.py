@@ -1,0 +1,146 @@
+"""Typed schemas of config groups: one dataclass per group, checked before anything is written.
+
+A schema is a dataclass whose fields are declared with :func:`spec`::
+
+    @dataclass
+    class NPGOverrides:
+        env: str = spec(help="task name (fastmbrl.envs)")
+        num_iter: int = spec(50, ge=1)
+        gamma: float = spec(0.995, gt=0.0, le=1.0)
+        reward_file: str | None = spec(None, nullable=True)
+
+:func:`check` walks a config node against it and raises :class:`ConfigError` for the first
+problem, naming the key, the value and what is allowed: a wrong type (``num_steps=abc``,
+``num_steps=100.5``, ``progress=maybe``), a bound (``sac_gamma=1.5``), a choice
+(``activation=gelu``) or an unknown key (with the closest known key as a hint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+__all__ = ["ConfigError", "spec", "check"]
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key."""
+
+
+def spec(default: Any = dataclasses.MISSING, *, ge: float | None = None,
+         gt: float | None = None, le: float | None = None, lt: float | None = None,
+         choices: tuple | None = None, nullable: bool = False, length: int | None = None,
+         help: str = "") -> Any:
+    """A schema field: its default (none: the key is required), bounds, choices, whether null
+    is allowed, the length of a list, and a one-line help text used in error messages."""
+    meta = dict(ge=ge, gt=gt, le=le, lt=lt, choices=choices, nullable=nullable,
+                length=length, help=help)
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda d=default: list(d), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
+def _split_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def _check_scalar(value: Any, tp: Any, key: str) -> None:
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+    }.get(tp)
+    if ok is None:
+        raise TypeError(f"schema type {tp!r} of {key} is not supported")
+    if not ok(value):
+        raise ConfigError(f"{key}={value!r}: expected {_type_name(tp)}")
+
+
+def _check_bounds(value: Any, meta: dict, key: str) -> None:
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        allowed = ", ".join(map(str, meta["choices"]))
+        raise ConfigError(f"{key}={value!r}: allowed values are {allowed}")
+    for name, test, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
+                             ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
+        bound = meta.get(name)
+        if bound is not None and isinstance(value, (int, float)) and not test(value, bound):
+            raise ConfigError(f"{key}={value!r}: must be {word} {bound}")
+
+
+def _check_value(value: Any, tp: Any, meta: dict, key: str) -> None:
+    tp, optional = _split_optional(tp)
+    if value is None:
+        if optional or meta.get("nullable"):
+            return
+        raise ConfigError(f"{key}=null: expected {_type_name(tp)}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, (DictConfig, dict)):
+            raise ConfigError(f"{key}={value!r}: expected a group of keys")
+        check(value, tp, key)
+        return
+    if typing.get_origin(tp) is list:
+        if not isinstance(value, (ListConfig, list, tuple)):
+            raise ConfigError(f"{key}={value!r}: expected a list")
+        if meta.get("length") is not None and len(value) != meta["length"]:
+            raise ConfigError(f"{key}={list(value)!r}: expected a list of {meta['length']} "
+                              "values")
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        for i, item in enumerate(value):
+            if item_tp is not Any:
+                _check_scalar(item, item_tp, f"{key}[{i}]")
+            _check_bounds(item, meta, f"{key}[{i}]")
+        return
+    if tp is Any:
+        return
+    _check_scalar(value, tp, key)
+    _check_bounds(value, meta, key)
+
+
+def check(node: DictConfig | dict, schema: type, path: str, *,
+          allow_unknown: tuple[str, ...] = ()) -> None:
+    """Check every key of ``node`` (the config group at ``path``) against the dataclass
+    ``schema``; keys in ``allow_unknown`` are skipped (checked elsewhere)."""
+    hints = typing.get_type_hints(schema)
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    keys = list(node.keys())
+    for k in keys:
+        if k not in fields and k not in allow_unknown:
+            close = difflib.get_close_matches(str(k), list(fields), n=1)
+            hint = f" (did you mean {path}.{close[0]}?)" if close else ""
+            raise ConfigError(f"unknown key {path}.{k}{hint}")
+    for name, f in fields.items():
+        key = f"{path}.{name}"
+        if name not in node:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{key} is missing")
+            continue
+        if isinstance(node, DictConfig) and OmegaConf.is_missing(node, name):
+            raise ConfigError(f"{key} is missing (???)")
+        _check_value(node[name], hints[name], dict(f.metadata), key)
+
+
+def defaults(schema: type) -> dict:
+    """The schema's defaults as a plain dict (required keys left out)."""
+    out = {}
+    for f in dataclasses.fields(schema):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
