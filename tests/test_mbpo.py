@@ -129,12 +129,12 @@ def test_killed_run_resumes_and_loses_nothing(tmp_path, monkeypatch):
     [
         ("overrides.env=pogo", "unknown task 'pogo'"),
         ("+overrides.num_stpes=5", "did you mean overrides.num_steps"),
-        ("overrides.num_steps=-5", "overrides.num_steps must be positive, got -5"),
-        ("overrides.model_batch_size=0", "overrides.model_batch_size must be positive"),
+        ("overrides.num_steps=-5", "overrides.num_steps=-5: must be >= 1"),
+        ("overrides.model_batch_size=0", "overrides.model_batch_size=0: must be >= 1"),
         ("overrides.num_elites=9", "exceeds dynamics_model.model.ensemble_size=3"),
-        ("overrides.rollout_schedule=[1,2,0,3]", "rollout_schedule must be"),
-        ("overrides.validation_ratio=1.5", "validation_ratio must be in [0, 1)"),
-        ("backend=fast", "backend must be one of"),
+        ("overrides.rollout_schedule=[1,2,0,3]", "rollout_schedule=[1, 2, 0, 3]: expected"),
+        ("overrides.validation_ratio=1.5", "validation_ratio=1.5: must be >= 0.0 and < 1.0"),
+        ("backend=fast", "backend='fast': allowed values are"),
         ("device=tpu", "is not a device"),
     ],
 )
@@ -174,4 +174,4 @@ def test_cli_train_runs_and_reports_bad_config(tmp_path):
     res = subprocess.run([*base, "overrides.env=pogo", "experiment=bad"], capture_output=True,
                          text=True, timeout=600)
     assert res.returncode == 2
-    assert "configuration error: overrides.env: unknown task 'pogo'" in res.stderr
+    assert "configuration error: overrides.env='pogo': unknown task 'pogo'" in res.stderr

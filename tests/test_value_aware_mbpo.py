@@ -173,7 +173,7 @@ def test_config_selects_the_loss(extra, kind):
 
 @pytest.mark.parametrize("extra, message", [
     (["+overrides.model_loss_type=va", "dynamics_model=vaml_ensemble"], "gaussian_mlp_ensemble"),
-    (["+overrides.model_loss_type=vaml"], "model_loss_type must be mle or va"),
+    (["+overrides.model_loss_type=vaml"], "model_loss_type='vaml': allowed values are 'mle', 'va'"),
     (["dynamics_model.va_norm=l3"], "va_norm"),
     (["+overrides.value_update_interval=-1"], "value_update_interval"),
     (["+overrides.v_update_batch_size=0"], "v_update_batch_size"),

@@ -3,29 +3,16 @@ with the key, the value and what is expected."""
 
 from __future__ import annotations
 
-import difflib
+import importlib.resources
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from . import envs
 from ._native import BACKENDS
-from .algorithms.value_aware import value_aware_config
-from .schema import ConfigError  # noqa: F401  (re-exported: fastmbrl.config.ConfigError)
-
-# Keys an `overrides` file may hold. The seeds add some with `+overrides.KEY=...`, so keys not
-# in the YAML files are read with defaults; a misspelt one is an error, not silently ignored.
-KNOWN_OVERRIDE_KEYS = {
-    "env", "term_fn", "num_steps", "epoch_length", "num_elites", "patience", "model_lr",
-    "model_wd", "model_batch_size", "validation_ratio", "freq_train_model",
-    "effective_model_rollouts_per_step", "rollout_schedule", "num_sac_updates_per_step",
-    "sac_updates_every_steps", "num_epochs_to_retain_sac_buffer", "distraction_dimensions",
-    "pure_noise_distraction", "sac_gamma", "sac_tau", "sac_alpha", "sac_policy",
-    "sac_target_update_interval", "sac_automatic_entropy_tuning", "sac_target_entropy",
-    "sac_hidden_size", "sac_lr", "sac_batch_size", "num_epochs_train_model",
-    # VA-MBPO (read with defaults, so `+overrides.model_loss_type=va` works on any override)
-    "model_loss_type", "value_update_interval", "num_v_updates_in_model", "v_update_batch_size",
-}
+from .schema import ConfigError, check, spec  # ConfigError re-exported: fastmbrl.config
 
 
 def resolve_device(name: str) -> torch.device:
@@ -51,25 +38,70 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def _positive(cfg: DictConfig, path: str, allow_zero: bool = False) -> None:
-    node = cfg
-    for part in path.split("."):
-        node = node.get(part) if hasattr(node, "get") else None
-    if node is None:
-        raise ConfigError(f"{path} is missing")
-    ok = node >= 0 if allow_zero else node > 0
-    if not isinstance(node, (int, float)) or isinstance(node, bool) or not ok:
-        bound = "at least 0" if allow_zero else "positive"
-        raise ConfigError(f"{path} must be {bound}, got {node!r}")
+@dataclass(kw_only=True)
+class RootConfig:
+    """The root keys of conf/main.yaml, shared by every algorithm. The config groups
+    (``algorithm``, ``overrides``, ...) are checked by the algorithm's ``validate``."""
+
+    algorithm: Any = spec(help="config group: checked by the algorithm")
+    dynamics_model: Any = spec(None, nullable=True, help="config group")
+    overrides: Any = spec(None, nullable=True, help="config group")
+    action_optimizer: Any = spec(None, nullable=True, help="config group")
+    seed: int = spec(0, ge=0)
+    device: str = spec("auto", help="auto, cpu, cuda or cuda:N")
+    backend: str = spec("auto", choices=BACKENDS)
+    experiment: str = spec("default")
+    root_dir: str = spec("./exp")
+    resume: bool = spec(False)
+    checkpoint_every_epochs: int = spec(1, ge=0)
+    keep_checkpoints: int = spec(2, ge=1)
+    checkpoint_model_buffer: bool = spec(False)
+    log_frequency_agent: int = spec(1000, ge=1)
+    use_tensorboard: bool = spec(True)
+    use_wandb: bool = spec(False)
+    wandb_project_name: str = spec("fastmbrl")
+    wandb_group_name: str | None = spec(None, nullable=True)
+    progress: Any = spec("auto", choices=("auto", True, False))
+    debug_mode: bool = spec(False)
+    torch_threads: int | None = spec(None, ge=1, nullable=True)
+
+
+@dataclass(kw_only=True)
+class CEMGroup:
+    """``action_optimizer=cem`` (mbrl-lib's CEM planner settings)."""
+
+    name: str = spec(choices=("cem",))
+    num_iters: int = spec(5, ge=1)
+    elite_ratio: float = spec(0.1, gt=0.0, le=1.0)
+    population_size: int = spec(500, ge=1)
+    alpha: float = spec(0.1, ge=0.0, le=1.0)
+    return_mean_elites: bool = spec(True)
+
+
+ACTION_OPTIMIZERS = {"cem": CEMGroup}
+
+
+def config_groups() -> tuple[str, ...]:
+    """The config groups of fastmbrl/conf (its subdirectories): root keys an algorithm's
+    ``validate`` checks, so the root check lets them through."""
+    conf = importlib.resources.files("fastmbrl.conf")
+    return tuple(sorted(p.name for p in conf.iterdir()
+                        if p.is_dir() and not p.name.startswith("_")))
 
 
 def validate_root(cfg: DictConfig) -> None:
-    """The root keys every algorithm shares (main.yaml)."""
-    if str(cfg.backend) not in BACKENDS:
-        raise ConfigError(f"backend must be one of {BACKENDS}, got {cfg.backend!r}")
-    _positive(cfg, "log_frequency_agent")
-    _positive(cfg, "checkpoint_every_epochs", allow_zero=True)
-    _positive(cfg, "keep_checkpoints")
+    """The root keys every algorithm shares (main.yaml), and ``action_optimizer``."""
+    check(cfg, RootConfig, "", allow_unknown=config_groups())
+    ao = cfg.get("action_optimizer")
+    if ao is not None:
+        name = ao.get("name") if isinstance(ao, DictConfig) else ao
+        if name not in ACTION_OPTIMIZERS:
+            raise ConfigError(f"action_optimizer.name={name!r}: allowed values are "
+                              f"{', '.join(ACTION_OPTIMIZERS)}")
+        check(ao, ACTION_OPTIMIZERS[name], "action_optimizer")
+    if cfg.use_wandb and importlib.util.find_spec("wandb") is None:
+        raise ConfigError("use_wandb=true: wandb is not installed (pip install wandb, or "
+                          "pip install 'fastmbrl[wandb]'); allowed without it: false")
     resolve_device(cfg.device)
 
 
@@ -80,63 +112,3 @@ def validate(cfg: DictConfig) -> None:
 
     validate_root(cfg)
     algorithm_module(cfg).validate(cfg)
-
-
-def validate_mbpo(cfg: DictConfig) -> None:
-    """MBPO's config groups (overrides, dynamics_model, algorithm)."""
-    o = cfg.overrides
-    unknown = sorted(set(o.keys()) - KNOWN_OVERRIDE_KEYS)
-    for key in unknown:
-        close = difflib.get_close_matches(key, KNOWN_OVERRIDE_KEYS, n=1)
-        hint = f" (did you mean overrides.{close[0]}?)" if close else ""
-        raise ConfigError(f"unknown key overrides.{key}{hint}")
-    try:
-        envs.get_task(o.env)
-    except ValueError as exc:
-        raise ConfigError(f"overrides.env: {exc}") from None
-    if o.get("term_fn") not in (None, o.env, "no_termination"):
-        raise ConfigError(f"overrides.term_fn={o.term_fn!r} does not match overrides.env="
-                          f"{o.env!r}; the termination function follows the task")
-    for key in ("num_steps", "epoch_length", "num_elites", "model_batch_size",
-                "freq_train_model", "effective_model_rollouts_per_step",
-                "sac_updates_every_steps", "num_epochs_to_retain_sac_buffer", "sac_batch_size",
-                "sac_hidden_size", "sac_lr", "model_lr", "sac_target_update_interval"):
-        _positive(cfg, f"overrides.{key}")
-    for key in ("patience", "num_sac_updates_per_step", "model_wd"):
-        _positive(cfg, f"overrides.{key}", allow_zero=True)
-    if o.get("distraction_dimensions", 0) < 0:
-        raise ConfigError(f"overrides.distraction_dimensions must be at least 0, got "
-                          f"{o.distraction_dimensions}")
-    if not 0.0 <= o.validation_ratio < 1.0:
-        raise ConfigError(f"overrides.validation_ratio must be in [0, 1), got "
-                          f"{o.validation_ratio}")
-    sched = list(o.rollout_schedule)
-    if len(sched) != 4 or sched[2] < 1 or sched[3] < 1 or sched[0] > sched[1]:
-        raise ConfigError("overrides.rollout_schedule must be [min_epoch, max_epoch, "
-                          f"min_length >= 1, max_length >= 1] with min_epoch <= max_epoch, got "
-                          f"{sched}")
-    m = cfg.dynamics_model.model
-    for key in ("num_layers", "ensemble_size", "hid_size"):
-        _positive(cfg, f"dynamics_model.model.{key}")
-    if o.num_elites > m.ensemble_size:
-        raise ConfigError(f"overrides.num_elites={o.num_elites} exceeds "
-                          f"dynamics_model.model.ensemble_size={m.ensemble_size}")
-    if m.propagation_method not in ("random_model", "fixed_model", "expectation"):
-        raise ConfigError("dynamics_model.model.propagation_method must be random_model, "
-                          f"fixed_model or expectation, got {m.propagation_method!r}")
-    try:
-        value_aware_config(cfg)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    for key in ("value_update_interval", "num_v_updates_in_model"):
-        if key in o:
-            _positive(cfg, f"overrides.{key}", allow_zero=True)
-    if "v_update_batch_size" in o:
-        _positive(cfg, "overrides.v_update_batch_size")
-    a = cfg.algorithm
-    _positive(cfg, "algorithm.initial_exploration_steps", allow_zero=True)
-    _positive(cfg, "algorithm.num_eval_episodes")
-    if not 0.0 <= a.real_data_ratio <= 1.0:
-        raise ConfigError(f"algorithm.real_data_ratio must be in [0, 1], got {a.real_data_ratio}")
-    if o.sac_policy != "Gaussian":
-        raise ConfigError(f"overrides.sac_policy={o.sac_policy!r}: only 'Gaussian' is supported")

@@ -4,12 +4,16 @@
         seed=0 device=cuda
 
 The run directory (``root_dir/algorithm/experiment/env/seedN``) holds the resolved config
-(``config.yaml``, and Hydra's ``.hydra/``), the results CSVs, checkpoints and TensorBoard logs;
-``resume=true`` continues it from its last checkpoint. See docs/runs.md.
+(``config.yaml``, and ``.hydra/``), the results CSVs, checkpoints and TensorBoard logs;
+``resume=true`` continues it from its last intact checkpoint. Nothing is written before the
+config is checked (a Hydra callback checks it before Hydra creates the directory, and Hydra's
+own ``.hydra/`` output is off: ``run`` writes it after the checks); the directory is locked
+while a process uses it. See docs/runs.md.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import sys
 from pathlib import Path
@@ -17,11 +21,15 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from . import _native
+from ._io import atomic_write
 from .config import ConfigError, resolve_device, validate
-from .runs.checkpoint import latest_checkpoint
+from .runs.checkpoint import CheckpointError
+from .runs.logger import write_config
+from .runs.rundir import RunDirError, RunLock, prepare_run_dir
 
 # algorithm.name -> the module that runs it. Each module has ``validate(cfg)`` (its config
 # groups against their schemas; raises ConfigError) and ``train(cfg, run_dir, device)``.
@@ -38,34 +46,84 @@ def algorithm_module(cfg: DictConfig):
     return importlib.import_module(ALGORITHMS[name])
 
 
-def run(cfg: DictConfig, run_dir: str | Path) -> float:
-    """Validate ``cfg`` and run its algorithm in ``run_dir``; returns the best eval return."""
+def run(cfg: DictConfig, run_dir: str | Path,
+        extra_files: dict[str, DictConfig | ListConfig] | None = None) -> float:
+    """Validate ``cfg`` and run its algorithm in ``run_dir``; returns the best eval return.
+
+    The rules every algorithm gets (docs/runs.md): the config is checked before anything is
+    written; the run directory is locked for the whole run; a restart resumes from the newest
+    intact checkpoint with the CSVs cut back to it, or refuses/starts afresh (runs.rundir);
+    the resolved config (``config.yaml``, ``.hydra/config.yaml`` and ``extra_files``,
+    relative paths -> configs) is written only after that.
+    """
     algo = algorithm_module(cfg)
     validate(cfg)
-    run_dir = Path(run_dir)
-    existing = latest_checkpoint(run_dir) if run_dir.exists() else None
-    if existing is not None and not cfg.resume:
-        raise ConfigError(
-            f"run directory {run_dir} already holds a checkpoint ({existing.name}); pass "
-            "resume=true to continue it, or choose another experiment=, seed= or root_dir=")
-    if cfg.resume and existing is None:
-        print(f"resume=true: no checkpoint in {run_dir}, starting a new run")
     device = resolve_device(cfg.device)
-    _native.set_backend(str(cfg.backend))
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    return algo.train(cfg, run_dir, device)
+    run_dir = Path(run_dir)
+    with RunLock(run_dir):
+        prepare_run_dir(run_dir, resume=bool(cfg.resume))
+        _native.set_backend(str(cfg.backend))
+        if cfg.get("torch_threads"):
+            torch.set_num_threads(int(cfg.torch_threads))
+        for name in ("config.yaml", ".hydra/config.yaml"):
+            write_config(run_dir, cfg, name)
+        for name, node in (extra_files or {}).items():  # as Hydra writes them: unresolved
+            path = run_dir / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda f, n=node: f.write(OmegaConf.to_yaml(n)), binary=False)
+        return algo.train(cfg, run_dir, device)
+
+
+def _job_config(cfg: DictConfig) -> DictConfig:
+    """The task config of a composed Hydra config (without its ``hydra`` node)."""
+    task = copy.deepcopy(cfg)
+    with open_dict(task):
+        task.pop("hydra", None)
+    return task
+
+
+def _refuse(exc: Exception) -> None:
+    kind = "configuration error" if isinstance(exc, ConfigError) else "error"
+    print(f"fastmbrl train: {kind}: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
+class CheckBeforeWriting(Callback):
+    """Hydra callback (conf/main.yaml ``hydra.callbacks``): checks every job's config before
+    Hydra creates a run or sweep directory, so a bad invocation writes nothing (exit 2)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            validate(_job_config(config))
+        except ConfigError as exc:
+            _refuse(exc)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        loader = GlobalHydra.instance().config_loader()
+        parser = OverridesParser.create(config_loader=loader)
+        overrides = parser.parse_overrides(list(config.hydra.overrides.task))
+        for batch in BasicSweeper.split_arguments(overrides, None):
+            for job in batch:
+                try:
+                    job_cfg = loader.load_sweep_config(config, list(job))
+                    validate(_job_config(job_cfg))
+                except ConfigError as exc:
+                    _refuse(ConfigError(f"{exc} (in the sweep job {' '.join(job)})"))
 
 
 @hydra.main(config_path="conf", config_name="main", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float:
+    hc = HydraConfig.get()
+    extra = {".hydra/hydra.yaml": OmegaConf.create({"hydra": hc}),
+             ".hydra/overrides.yaml": hc.overrides.task}
     try:
-        return run(cfg, HydraConfig.get().runtime.output_dir)
-    except ConfigError as exc:
-        print(f"fastmbrl train: configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        return run(cfg, hc.runtime.output_dir, extra_files=extra)
+    except (ConfigError, RunDirError, CheckpointError) as exc:
+        _refuse(exc)
 
 
 def main(overrides: list[str]) -> int:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -42,6 +43,8 @@ from .. import envs
 from ..agents import SAC, SACConfig
 from ..buffers import ReplayBuffer
 from ..models import GaussianEnsemble, ModelTrainer
+from ..models.ensemble import PROPAGATION_METHODS
+from ..ops.mlp import ACTIVATIONS
 from ..runs.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -51,6 +54,7 @@ from ..runs.checkpoint import (
 )
 from ..runs.logger import RunLogger
 from ..runs.progress import StepProgress
+from ..schema import ConfigError, check, spec
 from .common import (
     ModelEnv,
     evaluate,
@@ -61,11 +65,175 @@ from .common import (
 from .value_aware import ModelLoss, refit_critic_on_model, value_aware_config
 
 
-def validate(cfg: DictConfig) -> None:
-    """MBPO's config groups; raises ConfigError naming the key (fastmbrl.config)."""
-    from ..config import validate_mbpo
+# ---- config schemas: every key of MBPO's groups, checked before anything is written ---------
+@dataclass(kw_only=True)
+class MBPOOverrides:
+    """``overrides`` (conf/overrides/mbpo_*.yaml, mbrl-lib's keys). The last block holds the keys
+    the seeds add with ``+overrides.KEY=...`` (optional, with these defaults)."""
 
-    validate_mbpo(cfg)
+    env: str = spec(help="task (fastmbrl.envs)")
+    term_fn: str | None = spec(None, nullable=True, help="must match env (or no_termination)")
+    num_steps: int = spec(ge=1, help="env steps after the initial exploration")
+    epoch_length: int = spec(ge=1)
+    num_elites: int = spec(ge=1)
+    patience: int = spec(ge=0)
+    model_lr: float = spec(gt=0.0)
+    model_wd: float = spec(ge=0.0)
+    model_batch_size: int = spec(ge=1)
+    validation_ratio: float = spec(ge=0.0, lt=1.0)
+    freq_train_model: int = spec(ge=1)
+    effective_model_rollouts_per_step: int = spec(ge=1)
+    rollout_schedule: list[int] = spec(length=4, ge=0,
+                                       help="[min_epoch, max_epoch, min_length, max_length]")
+    num_sac_updates_per_step: int = spec(ge=0)
+    sac_updates_every_steps: int = spec(ge=1)
+    num_epochs_to_retain_sac_buffer: int = spec(ge=1)
+    distraction_dimensions: int = spec(0, ge=0)
+    pure_noise_distraction: bool = spec(False)
+    sac_gamma: float = spec(ge=0.0, le=1.0)
+    sac_tau: float = spec(ge=0.0, le=1.0)
+    sac_alpha: float = spec(ge=0.0)
+    sac_policy: str = spec(choices=("Gaussian",))
+    sac_target_update_interval: int = spec(ge=1)
+    sac_automatic_entropy_tuning: bool = spec()
+    sac_target_entropy: float | None = spec(None, nullable=True)
+    sac_hidden_size: int = spec(ge=1)
+    sac_lr: float = spec(gt=0.0)
+    sac_batch_size: int = spec(ge=1)
+    # optional keys (+overrides.KEY=...)
+    num_epochs_train_model: int | None = spec(None, ge=1, nullable=True)
+    model_loss_type: str | None = spec(None, choices=("mle", "va"), nullable=True)
+    value_update_interval: int = spec(5, ge=0)
+    num_v_updates_in_model: int = spec(5, ge=0)
+    v_update_batch_size: int = spec(50_000, ge=1)
+
+
+@dataclass(kw_only=True)
+class SACAgentGroup:
+    """``algorithm.agent`` (interpolated from ``overrides.sac_*`` by default)."""
+
+    gamma: float = spec(ge=0.0, le=1.0)
+    tau: float = spec(ge=0.0, le=1.0)
+    alpha: float = spec(ge=0.0)
+    policy: str = spec(choices=("Gaussian",))
+    target_update_interval: int = spec(ge=1)
+    automatic_entropy_tuning: bool = spec()
+    target_entropy: float | None = spec(None, nullable=True)
+    hidden_size: int = spec(ge=1)
+    lr: float = spec(gt=0.0)
+    batch_size: int = spec(ge=1)
+    num_layers: int = spec(2, ge=1)
+    grad_clip_norm: float | None = spec(None, gt=0.0, nullable=True)
+    compile: bool = spec(False)
+
+
+@dataclass(kw_only=True)
+class MBPOAlgorithm:
+    """``algorithm`` (conf/algorithm/mbpo.yaml)."""
+
+    name: str = spec(choices=("mbpo",))
+    normalize: bool = spec(True)
+    normalize_double_precision: bool = spec(True)
+    target_is_delta: bool = spec(True)
+    learned_rewards: bool = spec(True)
+    freq_train_model: int = spec(ge=1)
+    real_data_ratio: float = spec(0.0, ge=0.0, le=1.0)
+    sac_samples_action: bool = spec(True)
+    initial_exploration_steps: int = spec(ge=0)
+    random_initial_explore: bool = spec(False)
+    num_eval_episodes: int = spec(1, ge=1)
+    env_step_mean_action: bool = spec(False)
+    reset_env_each_epoch: bool = spec(False)
+    agent: SACAgentGroup = spec()
+
+
+@dataclass(kw_only=True)
+class GaussianModelGroup:
+    """``dynamics_model.model`` of ``gaussian_mlp_ensemble``."""
+
+    num_layers: int = spec(ge=1)
+    ensemble_size: int = spec(ge=1)
+    hid_size: int = spec(ge=1)
+    deterministic: bool = spec(False)
+    propagation_method: str = spec("random_model", choices=PROPAGATION_METHODS)
+    learn_logvar_bounds: bool = spec(False)
+    activation: str = spec("silu", choices=ACTIVATIONS)
+
+
+@dataclass(kw_only=True)
+class VamlModelGroup(GaussianModelGroup):
+    """``dynamics_model.model`` of ``vaml_ensemble`` (VaGraM's loss switches)."""
+
+    use_scaling: bool = spec(True)
+    use_vaml: bool = spec(False)
+    use_itervaml: bool = spec(False)
+    add_mse: bool = spec(False)
+    bound_clipping: bool = spec(True)
+    bound_clipping_quantile: float = spec(0.95, gt=0.0, le=1.0)
+    use_all_vf: bool = spec(True)
+
+
+@dataclass(kw_only=True)
+class GaussianDynamicsGroup:
+    """``dynamics_model=gaussian_mlp_ensemble`` (MLE, or VA-MBPO with model_loss_type=va)."""
+
+    name: str = spec(choices=("gaussian_mlp_ensemble",))
+    model: GaussianModelGroup = spec()
+    va_norm: str = spec("l1", choices=("l1", "l2"))
+    va_loss_coeff: float = spec(0.01, ge=0.0)
+
+
+@dataclass(kw_only=True)
+class VamlDynamicsGroup:
+    """``dynamics_model=vaml_ensemble`` (VaGraM, IterVAML)."""
+
+    name: str = spec(choices=("vaml_ensemble",))
+    model: VamlModelGroup = spec()
+    add_mse_first_epoch: bool = spec(True)
+    iclr_grad_at_delta: bool = spec(False)
+    head_cumulative_grads: bool = spec(False)
+    head_clip_rule: bool = spec(False)
+
+
+DYNAMICS_MODELS = {"gaussian_mlp_ensemble": GaussianDynamicsGroup,
+                   "vaml_ensemble": VamlDynamicsGroup}
+
+
+def validate(cfg: DictConfig) -> None:
+    """MBPO's config groups against their schemas, then the rules that join keys; raises
+    ConfigError naming the key, the value and what is allowed."""
+    check(cfg.overrides, MBPOOverrides, "overrides")
+    name = cfg.dynamics_model.get("name")
+    if name not in DYNAMICS_MODELS:
+        raise ConfigError(f"dynamics_model.name={name!r}: MBPO runs "
+                          f"{', '.join(DYNAMICS_MODELS)}")
+    check(cfg.dynamics_model, DYNAMICS_MODELS[name], "dynamics_model")
+    check(cfg.algorithm, MBPOAlgorithm, "algorithm")
+    o, m = cfg.overrides, cfg.dynamics_model.model
+    try:
+        envs.get_task(o.env)
+    except ValueError as exc:
+        raise ConfigError(f"overrides.env={o.env!r}: {exc}") from None
+    if o.get("term_fn") not in (None, o.env, "no_termination"):
+        raise ConfigError(f"overrides.term_fn={o.term_fn!r} does not match overrides.env="
+                          f"{o.env!r}: allowed {o.env}, no_termination or null")
+    min_epoch, max_epoch, min_len, max_len = o.rollout_schedule
+    if min_epoch > max_epoch or min_len < 1 or max_len < 1:
+        raise ConfigError(f"overrides.rollout_schedule={list(o.rollout_schedule)}: expected "
+                          "[min_epoch, max_epoch, min_length >= 1, max_length >= 1] with "
+                          "min_epoch <= max_epoch")
+    if o.num_elites > m.ensemble_size:
+        raise ConfigError(f"overrides.num_elites={o.num_elites} exceeds "
+                          f"dynamics_model.model.ensemble_size={m.ensemble_size}: allowed "
+                          f"1..{m.ensemble_size}")
+    if o.get("pure_noise_distraction", False) and o.get("distraction_dimensions", 0) < 1:
+        raise ConfigError("overrides.pure_noise_distraction=true needs "
+                          "overrides.distraction_dimensions >= 1, got "
+                          f"{o.get('distraction_dimensions', 0)}")
+    try:
+        value_aware_config(cfg)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def sac_config(cfg: DictConfig) -> SACConfig:

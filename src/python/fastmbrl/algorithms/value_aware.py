@@ -94,7 +94,8 @@ class ValueAwareConfig:
         if self.value_heads not in ("all", "target"):
             raise ValueError(f"value_heads must be 'all' or 'target', got {self.value_heads!r}")
         if self.clip_quantile is not None and not 0.0 < self.clip_quantile <= 1.0:
-            raise ValueError(f"clip_quantile must be in (0, 1], got {self.clip_quantile}")
+            raise ValueError("clip_quantile (dynamics_model.model.bound_clipping_quantile) must be "
+                             f"in (0, 1], got {self.clip_quantile}")
 
 
 def clip_value_grads(g: torch.Tensor, quantile: float | None, head_rule: bool) -> torch.Tensor:
@@ -287,21 +288,26 @@ def model_loss_kind(dynamics_model, overrides) -> str:
     loss_type = overrides.get("model_loss_type")
     vaml = any(k in m for k in ("use_scaling", "use_vaml", "use_itervaml"))
     if loss_type not in (None, "mle", "va"):
-        raise ValueError(f"overrides.model_loss_type must be mle or va, got {loss_type!r}")
+        raise ValueError(f"overrides.model_loss_type={loss_type!r}: allowed values are mle, va")
     if not vaml:
         return "va" if loss_type == "va" else "mle"
     if loss_type == "va":
         raise ValueError("overrides.model_loss_type=va (VA-MBPO) needs "
                          "dynamics_model=gaussian_mlp_ensemble, not the VaGraM model "
                          f"dynamics_model={dynamics_model.get('name')}")
+    if m.get("use_itervaml", False) and m.get("use_vaml", False):
+        raise ValueError("dynamics_model.model.use_vaml=true and "
+                         "dynamics_model.model.use_itervaml=true: choose one (set the other "
+                         "to false)")
     if m.get("use_itervaml", False):
         return "itervaml"
     if m.get("use_vaml", False):
         return "vagram_unbounded"
     if m.get("use_scaling", True):
         return "vagram_bounded"
-    raise ValueError("dynamics_model.model: set use_scaling (bounded VaGraM), use_vaml "
-                     "(unbounded) or use_itervaml")
+    raise ValueError("dynamics_model.model.use_scaling=false with use_vaml=false and "
+                     "use_itervaml=false: set one of use_scaling (bounded VaGraM), use_vaml "
+                     "(unbounded) or use_itervaml to true")
 
 
 def value_aware_config(cfg) -> ValueAwareConfig:

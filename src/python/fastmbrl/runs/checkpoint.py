@@ -236,9 +236,17 @@ def save_run_checkpoint(
     state: dict[str, Any],
     keep_last: int | None = None,
 ) -> Path:
-    """Save ``state`` as the run's checkpoint at ``step`` (``meta={"step": step}``), then keep
-    only the last ``keep_last`` checkpoints when it is given. Returns the path written."""
-    path = save_checkpoint(checkpoint_path(run_dir, step), state, meta={"step": int(step)})
+    """Save ``state`` as the run's checkpoint at ``step``, then keep only the last
+    ``keep_last`` checkpoints when it is given. Returns the path written.
+
+    The header's ``meta`` holds ``step`` and ``csv_rows``, the number of rows of each CSV in
+    ``run_dir`` now (flush the logger first): a resume cuts the CSVs back to them
+    (``runs.rundir.prepare_run_dir``). ``step`` should be the step column of the run's CSVs.
+    """
+    from .rundir import csv_row_counts
+
+    meta = {"step": int(step), "csv_rows": csv_row_counts(run_dir)}
+    path = save_checkpoint(checkpoint_path(run_dir, step), state, meta=meta)
     if keep_last is not None:
         prune_checkpoints(run_dir, keep_last)
     return path
