@@ -106,13 +106,15 @@ class CheckBeforeWriting(Callback):
         loader = GlobalHydra.instance().config_loader()
         parser = OverridesParser.create(config_loader=loader)
         overrides = parser.parse_overrides(list(config.hydra.overrides.task))
+        swept = {o.get_key_element() for o in overrides if o.is_sweep_override()}
         for batch in BasicSweeper.split_arguments(overrides, None):
             for job in batch:
                 try:
                     job_cfg = loader.load_sweep_config(config, list(job))
                     validate(_job_config(job_cfg))
                 except ConfigError as exc:
-                    _refuse(ConfigError(f"{exc} (in the sweep job {' '.join(job)})"))
+                    which = " ".join(j for j in job if j.split("=", 1)[0] in swept)
+                    _refuse(ConfigError(f"{exc} (in the sweep job {which})"))
 
 
 @hydra.main(config_path="conf", config_name="main", version_base="1.3")

@@ -315,6 +315,9 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
     # ---- state: fresh, or restored from the last checkpoint ------------------------------
     epoch = env_steps = updates_made = 0
     best_eval, wall_time_before = -math.inf, 0.0
+    # running sums of the SAC metrics since the last sac.csv row, and the last model stats
+    sac_sums: dict[str, torch.Tensor] = {}
+    model_stats: dict[str, float] = {}
     explored = regenerate_model_buffer = False
     ckpt_path = latest_checkpoint(run_dir) if cfg.resume else None
     env_rngs = [env.unwrapped.np_random, test_env.unwrapped.np_random]
@@ -330,6 +333,8 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
         epoch, env_steps = state["epoch"], state["env_steps"]
         updates_made, best_eval = state["updates_made"], state["best_eval"]
         wall_time_before = state["wall_time_s"]
+        sac_sums = state.get("sac_sums", {})
+        model_stats = state.get("model_stats", {})
         explored = True
         # the model buffer is derived data: unless the checkpoint holds it, refill it with the
         # restored model and policy (the rollouts the next model update would make anyway)
@@ -355,6 +360,7 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
                              if cfg.get("checkpoint_model_buffer", False) and model_buffer
                              else None),
             "rng": rng_state(generators=[gen], numpy_generators=env_rngs),
+            "sac_sums": sac_sums, "model_stats": model_stats,
             "config": OmegaConf.to_container(cfg, resolve=True),
         }, keep_last=cfg.keep_checkpoints)
 
@@ -378,8 +384,6 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
                             disable=None if show is None else not show)
     obs, episode_return = None, 0.0
     t_start = time.perf_counter()
-    sac_sums: dict[str, torch.Tensor] = {}
-    model_stats: dict[str, float] = {}
     while env_steps < o.num_steps:
         rollout_length = int(truncated_linear(*o.rollout_schedule, epoch + 1))
         model_buffer = model_buffer_for(rollout_length, model_buffer)
@@ -388,7 +392,8 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
             rollout_model_and_populate_buffer(model_env, real_buffer, agent, model_buffer,
                                               rollout_length, rollout_batch,
                                               alg.sac_samples_action, gen)
-        for steps_epoch in range(int(o.epoch_length)):
+        # num_steps bounds the run: the last epoch is cut short, then evaluated and saved
+        for steps_epoch in range(min(int(o.epoch_length), int(o.num_steps) - env_steps)):
             if obs is None or (alg.reset_env_each_epoch and steps_epoch == 0):
                 obs, _ = env.reset()
                 episode_return = 0.0
