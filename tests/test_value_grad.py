@@ -83,7 +83,7 @@ def test_wrong_value_shape_raises(gen):
     states = torch.randn(6, O, generator=gen)
     with pytest.raises(ValueError, match=r"value_fn must return \(3, 6\).* got \(3, 6, 1\)"):
         value_gradients(lambda x: x.sum(-1, keepdim=True), states, 3)
-    with pytest.raises(ValueError, match=r"num_heads must be at least 1, got 0"):
+    with pytest.raises(ValueError, match=r"num_heads must be an integer >= 1, got 0"):
         value_gradients(lambda x: x.sum(-1), states, 0)
 
 

@@ -36,11 +36,13 @@ Differences from the environment (only on non-finite or unobservable states):
   makes it unhealthy, a NaN velocity does not); here any non-finite entry ends the episode,
   which is what a model rollout wants.
 
-Differences from mbrl-lib's ``termination_fns.py`` (gym v2 rules, numpy, signature
-``(act, next_obs) -> done [N, 1]``; here ``(next_obs) -> done [...]``):
+Differences from mbrl-lib 0.2.0's ``mbrl/env/termination_fns.py`` (gym v2 rules, torch,
+signature ``(act, next_obs) -> done [N, 1]``; here ``(next_obs) -> done [...]``):
 
-- hopper: mbrl-lib writes ``np.abs(next_obs[:, 1:] < 100)``, the absolute value of a boolean,
-  so only the upper bound 100 is checked; v5 (and this rule) also require ``> -100``.
+- hopper: the same rule. (VaGraM's fork, pairlab/vagram, carries mbrl-lib's earlier numpy file,
+  which writes ``np.abs(next_obs[:, 1:] < 100)``, the absolute value of a boolean, so only the
+  upper bound 100 is checked there; mbrl-lib 0.2.0 writes ``(next_obs[:, 1:].abs() < 100)``, as
+  v5 and this rule do.)
 - humanoid: mbrl-lib's MBPO env ends iff ``z < 1 or z > 2`` (inclusive alive interval, no
   finiteness test); v5 is strict.
 - cartpole: mbrl-lib's rule is strict (``-2.4 < x < 2.4``, ``|theta| < 12 deg``); gymnasium's

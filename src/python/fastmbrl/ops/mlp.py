@@ -22,6 +22,8 @@ Shapes::
     returns      y [E, B, out_L], or (mean, logvar), each [E, B, D]
 
 Gradients flow to x, every weight and bias, and to min_logvar/max_logvar (learnable or frozen).
+Double backward (``create_graph=True``, e.g. a gradient penalty) through the native op raises a
+clear error instead of returning wrong second derivatives; ``backend="reference"`` supports it.
 
 Native op (``torch.ops.fastmbrl.ensemble_mlp_forward`` / ``ensemble_mlp_backward``; one autograd
 node for the whole MLP; works under autograd, ``opcheck`` and ``torch.compile(fullgraph=True)``):
@@ -57,7 +59,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _native
-from ._library import LIB
+from ._library import LIB, refuse_double_backward
 from ._validate import check_nonempty, check_same, check_shape, check_tensor
 
 OP = "ensemble_mlp"
@@ -384,6 +386,7 @@ def _setup_context(ctx, inputs, output):
 
 
 def _autograd_backward(ctx, grad, _grad_saved):
+    refuse_double_backward("ensemble_mlp")
     x, min_logvar, max_logvar, *rest = ctx.saved_tensors
     if grad is None:  # the output was not used in the loss
         none = [None] * ctx.n_layers

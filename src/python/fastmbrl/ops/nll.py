@@ -23,6 +23,10 @@ Gradients (N = B·D, g the gradient of one member's mean)::
     dL/dlogvar =  g/N · (1 - (mean - target)^2 exp(-logvar))
     dL/dtarget = -dL/dmean (summed over members when the target is shared)
 
+Double backward (``create_graph=True``): the native backward kernel's results cannot be
+differentiated again, so then the backward runs these formulas as torch ops instead, and
+second derivatives are exact on every backend.
+
 Dispatch: CUDA tensors run the CUDA kernel when compiled. CPU tensors run the native CPU kernel
 (one vectorised pass, double accumulation) from ``CPU_NATIVE_MIN_ELEMENTS`` elements of ``mean``
 on, where it measured faster than the reference (benchmarks/results/2026-11-21-cpu-1thread-
@@ -152,11 +156,28 @@ def _setup_context(ctx, inputs, output):
     ctx.elementwise = elementwise
 
 
+def _differentiable_backward(grad, mean, logvar, target, elementwise: bool):
+    """The gradients of the module docstring as torch ops, so that autograd can differentiate
+    them again: used when a double backward follows (``create_graph=True``)."""
+    E = mean.shape[0]
+    scale = grad if elementwise else grad.reshape(E, 1, 1) / (mean.numel() // E)
+    diff = mean - (target.unsqueeze(0) if target.dim() == 2 else target)
+    inv_var = torch.exp(-logvar)
+    d_mean = scale * 2.0 * diff * inv_var
+    d_logvar = scale * (1.0 - diff * diff * inv_var)
+    d_target = -d_mean.sum(0) if target.dim() == 2 else -d_mean
+    return d_mean, d_logvar, d_target
+
+
 def _autograd_backward(ctx, grad):
     mean, logvar, target = ctx.saved_tensors
-    d_mean, d_logvar, d_target = torch.ops.fastmbrl.gaussian_nll_backward(
-        grad, mean, logvar, target, ctx.elementwise
-    )
+    if torch.is_grad_enabled():  # create_graph=True: second derivatives are wanted
+        d_mean, d_logvar, d_target = _differentiable_backward(grad, mean, logvar, target,
+                                                              ctx.elementwise)
+    else:
+        d_mean, d_logvar, d_target = torch.ops.fastmbrl.gaussian_nll_backward(
+            grad, mean, logvar, target, ctx.elementwise
+        )
     return d_mean, d_logvar, d_target, None
 
 

@@ -44,7 +44,9 @@ Backends:
   layer over member segments with fused bias + activation (the first layer gathers and
   normalizes [state, action] itself), then the fused epilogue kernel. No cuBLAS/cuRAND.
 
-Forward only: rollouts run under ``torch.no_grad()``; the op has no autograd formula.
+The native op is forward only (no autograd formula): rollouts run under ``torch.no_grad()``.
+Called with inputs that require grad while grad mode is on, the step runs the reference (on
+every backend), so gradients, and second derivatives, flow through it correctly.
 ``members`` out of range is checked only for CPU tensors in eager mode (a CUDA check would
 synchronize; under torch.compile it is a data-dependent branch).
 Under ``torch.compile`` pass ``seed`` explicitly (drawing one reads a generator on the host).
@@ -633,7 +635,13 @@ def ensemble_rollout_step(
               min_logvar, max_logvar, activation, delta_mask, termination, seed, offset)
     if seed is None:
         seed = draw_seed(generator)
-    if not _native.use_native(state.device, backend, prefer_native_cpu=PREFER_NATIVE_CPU):
+    # the native op has no autograd formula: gradients through a step (inputs that require
+    # grad, outside no_grad) take the reference, which autograd differentiates to any order
+    wants_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (state, action, *weights, *biases, input_mean,
+                                                    input_std, min_logvar, max_logvar))
+    if wants_grad or not _native.use_native(state.device, backend,
+                                            prefer_native_cpu=PREFER_NATIVE_CPU):
         return ensemble_rollout_step_reference(
             state, action, weights, biases, members, elites, input_mean, input_std, min_logvar,
             max_logvar, activation, delta_mask, termination, sample, seed, offset)

@@ -88,23 +88,26 @@ def value_aware_loss_reference(
     return loss.sum() if reduction == "sum" else loss.mean()
 
 
-def _validate(q_true, q_model, norm: str, reduction: str, op: str = OP) -> None:
+def _validate(q_true, q_model, norm: str, reduction: str, op: str = OP,
+              names: tuple[str, str] = ("q_true", "q_model")) -> None:
+    """``names``: what the caller calls the two arguments (itervaml_loss: v_true, v_model)."""
+    n_true, n_model = names
     if norm not in NORMS:
         raise ValueError(f"{op}: `norm` must be one of {NORMS}, got {norm!r}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"{op}: `reduction` must be one of {REDUCTIONS}, got {reduction!r}")
-    for name, t in (("q_true", q_true), ("q_model", q_model)):
+    for name, t in ((n_true, q_true), (n_model, q_model)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{op}: `{name}` must be a torch.Tensor, got {type(t).__name__}")
         if t.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"{op}: `{name}` must be float32 or float64, got {t.dtype}")
-    check_same(op, {"q_true": q_true, "q_model": q_model})
+    check_same(op, {n_true: q_true, n_model: q_model})
     if q_model.dim() == 0:
-        raise ValueError(f"{op}: `q_model` must have at least one dimension, got a scalar")
-    check_nonempty(op, {"q_model.numel()": q_model.numel()})
+        raise ValueError(f"{op}: `{n_model}` must have at least one dimension, got a scalar")
+    check_nonempty(op, {f"{n_model}.numel()": q_model.numel()})
     if q_true.shape != q_model.shape:
-        check_shape(op, "q_true", q_true, q_model.shape[1:],
-                    f"like `q_model` {tuple(q_model.shape)} or its shape without the first "
+        check_shape(op, n_true, q_true, q_model.shape[1:],
+                    f"like `{n_model}` {tuple(q_model.shape)} or its shape without the first "
                     "(member) dimension")
 
 
@@ -219,5 +222,5 @@ def itervaml_loss(
         v_true: ``V(s')`` of the real next states (the same shape, or without the first,
             member, dimension); usually detached.
     """
-    _validate(v_true, v_model, "l2", reduction, op="itervaml_loss")
+    _validate(v_true, v_model, "l2", reduction, op="itervaml_loss", names=("v_true", "v_model"))
     return value_aware_loss(v_true, v_model, "l2", reduction, backend)

@@ -50,6 +50,8 @@ def clip_norms_at_quantile(g: torch.Tensor, quantile: float = 0.95,
     exactly that norm (VaGraM's ICLR bound clipping); ``[K, *S, O]`` out. Rows with a norm
     below ``min_norm`` are never clipped (VaGraM's HEAD rule uses 1e5)."""
     K = g.shape[0]
+    if g[0].numel() == 0:  # no rows: nothing to clip (the quantile of nothing is undefined)
+        return g
     norms = torch.linalg.vector_norm(g, dim=-1)  # [K, *S]
     q = quantile_lastdim(norms.reshape(K, -1), quantile)  # [K]
     q = q.reshape((K,) + (1,) * (norms.dim() - 1))
@@ -73,8 +75,21 @@ def value_gradients(
         num_heads: K.
         clip_quantile: clip each head's gradient norms at this quantile (None: no clipping).
     """
-    if num_heads < 1:
-        raise ValueError(f"value_gradients: num_heads must be at least 1, got {num_heads}")
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+        raise ValueError(f"value_gradients: num_heads must be an integer >= 1, got "
+                         f"{num_heads!r}")
+    if not isinstance(states, torch.Tensor):
+        raise TypeError(f"value_gradients: states must be a tensor [*S, O], got "
+                        f"{type(states).__name__}")
+    if states.dim() < 1:
+        raise ValueError("value_gradients: states must be [*S, O] (at least one dimension, the "
+                         "state's), got a 0-dim tensor")
+    if not states.is_floating_point():
+        raise ValueError(f"value_gradients: states must be floating point (float32 or float64) "
+                         f"to be differentiated, got {states.dtype}")
+    if clip_quantile is not None and not 0.0 <= clip_quantile <= 1.0:
+        raise ValueError(f"value_gradients: clip_quantile must be in [0, 1] or None, got "
+                         f"{clip_quantile}")
     with torch.enable_grad():
         x = states.detach().unsqueeze(0).expand(num_heads, *states.shape).clone()
         x.requires_grad_(True)
@@ -83,7 +98,7 @@ def value_gradients(
             raise ValueError(f"value_gradients: value_fn must return {tuple(x.shape[:-1])} "
                              f"(one value per head and row), got {tuple(v.shape)}")
         (g,) = torch.autograd.grad(v.sum(), x)
-    if clip_quantile is not None:
+    if clip_quantile is not None and g[0].numel():  # no rows: nothing to clip
         g = clip_norms_at_quantile(g, clip_quantile)
     return g
 
