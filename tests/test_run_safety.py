@@ -389,3 +389,84 @@ def test_a_bad_sweep_job_stops_the_multirun_before_any_directory(tmp_path, monke
     err = capsys.readouterr().err
     assert "configuration error: seed=-1: must be >= 0 (in the sweep job seed=-1)" in err
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- any algorithm
+def _toy_module():
+    """A minimal algorithm module, registered like any other: logs one row per step to two
+    CSVs, checkpoints every 3 steps, resumes from latest_checkpoint. It has no restart, lock or
+    truncation code of its own."""
+    import types
+    from dataclasses import dataclass
+
+    from fastmbrl.runs import RunLogger, latest_checkpoint, save_run_checkpoint
+    from fastmbrl.schema import check, spec
+
+    @dataclass(kw_only=True)
+    class ToyAlgorithm:
+        name: str = spec(choices=("toy",))
+        steps: int = spec(ge=1)
+        die_at: int | None = spec(None, ge=1, nullable=True)
+
+    def validate(cfg):
+        check(cfg.algorithm, ToyAlgorithm, "algorithm")
+
+    def train(cfg, run_dir, device):
+        start = 0
+        ckpt = latest_checkpoint(run_dir) if cfg.resume else None
+        if ckpt is not None:
+            start = load_checkpoint(ckpt)["step"]
+        logger = RunLogger(run_dir, use_tensorboard=False)  # no resume_step: run() cut the CSVs
+        for step in range(start + 1, cfg.algorithm.steps + 1):
+            logger.log(step, value=step * step)
+            logger.log(step, group="train", loss=1.0 / step)
+            if step == cfg.algorithm.get("die_at"):
+                raise KeyboardInterrupt("killed")
+            if step % 3 == 0:
+                logger.flush()
+                save_run_checkpoint(run_dir, step, {"step": step}, keep_last=2)
+        logger.close()
+        return 0.0
+
+    return types.SimpleNamespace(validate=validate, train=train)
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    monkeypatch.setitem(sys.modules, "toy_algorithm", _toy_module())
+    monkeypatch.setitem(train.ALGORITHMS, "toy", "toy_algorithm")
+
+    def cfg(*extra):
+        from omegaconf import OmegaConf
+
+        from fastmbrl.config import RootConfig
+        from fastmbrl.schema import defaults
+
+        root = {k: v for k, v in defaults(RootConfig).items() if v is not None}
+        c = OmegaConf.create({**root, "device": "cpu", "algorithm": {"name": "toy", "steps": 10}})
+        return OmegaConf.merge(c, OmegaConf.from_dotlist(list(extra)))
+
+    return cfg
+
+
+def test_any_registered_algorithm_gets_the_restart_rules_and_the_lock(toy, tmp_path):
+    full, d = tmp_path / "full", tmp_path / "run"
+    run(toy(), full)
+    with pytest.raises(KeyboardInterrupt):  # between the rows of step 8 and no checkpoint
+        run(toy("algorithm.die_at=8"), d)
+    with pytest.raises(ConfigError, match="resume=false but run directory"):
+        run(toy(), d)
+    with pytest.raises(KeyboardInterrupt):  # before its first checkpoint, in a second run dir
+        run(toy("algorithm.die_at=2"), tmp_path / "early")
+    with pytest.raises(RunDirError, match="stopped before its first checkpoint"):
+        run(toy(), tmp_path / "early")
+    run(toy("resume=true"), tmp_path / "early")
+    run(toy("resume=true"), d)
+    for name in ("results.csv", "train.csv"):
+        a, b, c = (read_rows(x / name) for x in (full, d, tmp_path / "early"))
+        assert a == b == c and [int(r["env_step"]) for r in a] == list(range(1, 11)), name
+    with RunLock(d), pytest.raises(RunDirError, match="in use by another process"):
+        run(toy("resume=true"), d)
+    with pytest.raises(ConfigError, match=r"algorithm.steps=0: must be >= 1"):
+        run(toy("algorithm.steps=0"), tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
