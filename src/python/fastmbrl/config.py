@@ -47,7 +47,7 @@ class RootConfig:
     dynamics_model: Any = spec(None, nullable=True, help="config group")
     overrides: Any = spec(None, nullable=True, help="config group")
     action_optimizer: Any = spec(None, nullable=True, help="config group")
-    seed: int = spec(0, ge=0)
+    seed: int = spec(0, ge=0, le=2**32 - 1, help="numpy seeds are 32-bit")
     device: str = spec("auto", help="auto, cpu, cuda or cuda:N")
     backend: str = spec("auto", choices=BACKENDS)
     experiment: str = spec("default")

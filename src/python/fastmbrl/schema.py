@@ -12,7 +12,18 @@ A schema is a dataclass whose fields are declared with :func:`spec`::
 :func:`check` walks a config node against it and raises :class:`ConfigError` for the first
 problem, naming the key, the value and what is allowed: a wrong type (``num_steps=abc``,
 ``num_steps=100.5``, ``progress=maybe``), a bound (``sac_gamma=1.5``), a choice
-(``activation=gelu``) or an unknown key (with the closest known key as a hint).
+(``activation=gelu``; ``true`` never matches ``1``), a missing or unresolvable key
+(``${overrides.gone}``) or an unknown key (with the closest known key as a hint), e.g.::
+
+    overrides.num_steps='abc': expected an integer >= 1
+    dynamics_model.model.activation='gelu': allowed values are 'silu', 'relu', 'tanh'
+    unknown key algorithm.num_eval_episode=3 (did you mean algorithm.num_eval_episodes?)
+
+``kw_only=True`` lets required keys (``spec()`` without a default) follow keys with defaults.
+A field typed as another schema dataclass is a nested group (checked recursively); ``list[int]``
+with ``length=`` a fixed-length list whose items get the field's bounds; ``Any`` with
+``choices=`` a key whose allowed values have different types (``progress: auto|true|false``).
+``fastmbrl train`` prints the message and exits with status 2 before anything is written.
 """
 
 from __future__ import annotations
