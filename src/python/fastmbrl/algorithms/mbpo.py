@@ -12,7 +12,9 @@ Facts from mbrl-lib (``algorithms/mbpo.py``, ``conf/algorithm/mbpo.yaml``): roll
 ``truncated_linear(*rollout_schedule, epoch + 1)``; model-buffer capacity
 ``rollout_length × rollout_batch × ceil(epoch_length / freq_train_model) ×
 num_epochs_to_retain_sac_buffer``, FIFO, rebuilt (keeping the newest rows) when it changes;
-``num_steps`` counts env steps after the initial exploration.
+``num_steps`` counts env steps after the initial exploration. ``num_steps`` bounds the run: an
+epoch that would pass it is cut short, then evaluated and checkpointed (mbrl-lib always runs the
+last epoch to its end).
 
 Deliberate differences (switches in ``algorithm``): the real environment is stepped with a
 sampled action (mbrl-lib uses the mean: ``env_step_mean_action=true``), and episodes are not

@@ -2,7 +2,8 @@
 
 A run directory (see ``docs/runs.md``) holds::
 
-    .hydra/config.yaml  (or config.yaml)   the resolved config
+    .lock                                   the run-directory lock (rundir.RunLock)
+    config.yaml, .hydra/config.yaml         the resolved config
     results.csv                             evaluation rows: env_step, episode_return, ...
     train.csv (and other <group>.csv)       training scalars: losses, ...
     checkpoints/ckpt_<step>.pt              atomic, checksummed checkpoints
@@ -11,7 +12,9 @@ A run directory (see ``docs/runs.md``) holds::
 
 ``RunLogger`` writes the CSVs, TensorBoard and (optionally) wandb; ``save_checkpoint`` /
 ``load_checkpoint`` / ``latest_checkpoint`` and ``rng_state`` / ``set_rng_state`` make a killed
-run resumable; ``fastmbrl plot`` (``runs.plot``) draws mean and spread across seeds.
+run resumable; ``RunLock`` and ``prepare_run_dir`` (``runs.rundir``) are the lock and the
+restart rules ``fastmbrl.train.run`` applies to every algorithm; ``fastmbrl plot``
+(``runs.plot``) draws mean and spread across seeds.
 """
 
 from .checkpoint import (
@@ -29,9 +32,12 @@ from .checkpoint import (
 )
 from .logger import RunLogger, read_csv, write_config
 from .progress import StepProgress
+from .rundir import RunDirError, RunLock, prepare_run_dir
 
 __all__ = [
     "CheckpointError",
+    "RunDirError",
+    "RunLock",
     "RunLogger",
     "StepProgress",
     "checkpoint_info",
@@ -39,6 +45,7 @@ __all__ = [
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "prepare_run_dir",
     "prune_checkpoints",
     "read_csv",
     "rng_state",
