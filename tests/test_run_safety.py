@@ -391,7 +391,8 @@ def test_a_bad_sweep_job_stops_the_multirun_before_any_directory(tmp_path, monke
         train.main(["-m", *TINY, f"root_dir={tmp_path / 'exp'}", "seed=0,-1"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "configuration error: seed=-1: must be >= 0 (in the sweep job seed=-1)" in err
+    assert ("configuration error: seed=-1: must be >= 0 and <= 4294967295 (in the sweep job "
+            "seed=-1)") in err
     assert list(tmp_path.iterdir()) == []
 
 
