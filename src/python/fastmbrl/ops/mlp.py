@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _native
-from ._library import LIB
+from ._library import LIB, impl_cuda
 from ._validate import check_nonempty, check_same, check_shape, check_tensor
 
 OP = "ensemble_mlp"
@@ -251,6 +251,7 @@ def _backward_cpu(grad, x, weights, saved, activation: int, min_logvar, max_logv
 def _forward_cuda(x, weights, biases, activation: int, min_logvar, max_logvar):
     """CUDA: one fused kernel per layer (tiled GEMM + bias + activation / head bounds).
     Compiled, not yet verified on a GPU."""
+    _check_cuda_limits(x, weights)
     C, P = _native._C, _native.ptr
     code = _native.dtype_code(x)
     stream = _native.cuda_stream(x.device)
@@ -285,8 +286,22 @@ def _forward_cuda(x, weights, biases, activation: int, min_logvar, max_logvar):
     raise AssertionError("unreachable")
 
 
+def _check_cuda_limits(x, weights) -> None:
+    """The tiled GEMM puts members on grid.z and 64-row tiles of the batch (and, for weight
+    gradients, of the layer inputs) on grid.y."""
+    E, B = weights[0].shape[0], x.shape[-2]
+    _native.check_cuda_limit(OP, "E (ensemble size)", E, _native.CUDA_MAX_GRID_YZ,
+                             "members on grid.z")
+    _native.check_cuda_limit(OP, "B (batch rows)", B, _native.CUDA_MAX_TILED_ROWS,
+                             "64-row tiles on grid.y")
+    for i, w in enumerate(weights):
+        _native.check_cuda_limit(OP, f"weights[{i}] input width", w.shape[1],
+                                 _native.CUDA_MAX_TILED_ROWS, "64-row tiles on grid.y")
+
+
 def _backward_cuda(grad, x, weights, saved, activation: int, min_logvar, max_logvar,
                    need_x_grad: bool):
+    _check_cuda_limits(x, weights)
     C, P = _native._C, _native.ptr
     code = _native.dtype_code(grad)
     stream = _native.cuda_stream(grad.device)
@@ -363,9 +378,8 @@ def _backward_fake(grad, x, weights, saved, activation: int, min_logvar, max_log
 if _native.HAS_NATIVE:
     LIB.impl("ensemble_mlp_forward", _forward_cpu, "CPU")
     LIB.impl("ensemble_mlp_backward", _backward_cpu, "CPU")
-if _native.HAS_CUDA_KERNELS:
-    LIB.impl("ensemble_mlp_forward", _forward_cuda, "CUDA")
-    LIB.impl("ensemble_mlp_backward", _backward_cuda, "CUDA")
+impl_cuda("ensemble_mlp_forward", _forward_cuda)
+impl_cuda("ensemble_mlp_backward", _backward_cuda)
 torch.library.register_fake("fastmbrl::ensemble_mlp_forward", _forward_fake, lib=LIB)
 torch.library.register_fake("fastmbrl::ensemble_mlp_backward", _backward_fake, lib=LIB)
 
