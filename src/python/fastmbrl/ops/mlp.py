@@ -31,9 +31,8 @@ node for the whole MLP; works under autograd, ``opcheck`` and ``torch.compile(fu
   epilogue; backward dX = dZ·Wᵀ with the previous layer's activation derivative fused, dW = Xᵀ·dZ,
   db = Σ_b dZ and the head's bound gradients as fixed-order reductions (deterministic, no
   atomics). fp32 (or fp64) arithmetic, no TF32. **Compiled for sm_80/sm_90 but not yet run on a
-  GPU** (the development machine has none); the CUDA tests skip without a device. Without a GPU
-  the tests check the GEMM and bias-gradient kernels' source under a host emulation (one thread
-  per CUDA thread) and the CUDA path's Python glue against the entry points' contracts.
+  GPU**; every kernel and this CUDA glue are run in CI by the SIMT emulation (tests/emu,
+  docs/ops.md) against the reference.
 - CPU: torch's batched GEMM with the bias fused (``baddbmm``), torch's vectorised activation and
   softplus kernels, and a hand-written closed-form backward.
 
