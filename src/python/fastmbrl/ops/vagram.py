@@ -36,8 +36,8 @@ value_grad once and writes both the per-member loss ``[E]`` and the unit gradien
 incoming per-member gradient, so it never rereads value_grad (K·E·B·O, the largest input).
 Double backward through the native op is not supported (it raises); use the reference.
 
-Dispatch: CUDA tensors run the CUDA kernel when compiled — COMPILED, NOT YET VERIFIED ON A GPU
-(no device was available; its tests skip without one). CPU tensors run the native kernel at
+Dispatch: CUDA tensors run the CUDA kernel when compiled — verified by the SIMT emulation in CI
+(tests/test_cuda_emulation.py), NOT YET RUN ON A GPU. CPU tensors run the native kernel at
 every size (``CPU_NATIVE_MIN_ELEMENTS = 0``): it never measured slower than the reference
 (benchmarks/results/2026-11-21-cpu-1thread-vagram_loss.txt, E=7 O=17 K=4, fwd+bwd, 1 thread,
 speed-up over the eager reference, bounded / unbounded: B=256 1.56x / 1.04x, B=4096 11.3x /
