@@ -39,8 +39,8 @@ Backends:
   for Philox noise, delta add, reward and the TerminationRule, reading rows through the inverse
   permutation. Verdict by measurement (benchmarks/results/2026-11-21-cpu-rollout.*): see
   ``PREFER_NATIVE_CPU``.
-- CUDA native (verified by emulation in CI, not yet run on a GPU): member grouping by torch ops on the device
-  (argsort, scatter-add counts, cumsum; no host synchronization), one grouped-GEMM kernel per
+- CUDA native (verified by emulation in CI, not yet run on a GPU): member grouping by torch
+  ops on the device (argsort, scatter-add counts, cumsum; no host synchronization), one grouped-GEMM kernel per
   layer over member segments with fused bias + activation (the first layer gathers and
   normalizes [state, action] itself), then the fused epilogue kernel. No cuBLAS/cuRAND.
 

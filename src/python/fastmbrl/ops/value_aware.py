@@ -35,7 +35,8 @@ the backward is one torch multiply of it by the incoming gradient. Double backwa
 supported by the native path (it raises).
 
 Dispatch: CUDA tensors run the CUDA kernel when compiled (``prefer_native_cuda=True``; the CUDA
-kernels are verified by the SIMT emulation in CI, not yet run on a GPU). CPU tensors run the native CPU kernel from
+kernels are verified by the SIMT emulation in CI, not yet run on a GPU). CPU tensors run the
+native CPU kernel from
 ``CPU_NATIVE_MIN_ELEMENTS`` = 2^19 elements of ``q_model`` on, the reference below
 (benchmarks/results/2026-11-21-cpu-1thread-value_aware.txt, l1 "sum" forward + backward, E=7,
 1 thread): native vs reference eager 0.52x at B=256 (1.8k elements: torch.library's Python
