@@ -40,9 +40,10 @@ Backends:
   permutation. Verdict by measurement (benchmarks/results/2026-11-21-cpu-rollout.*): see
   ``PREFER_NATIVE_CPU``.
 - CUDA native (verified by emulation in CI, not yet run on a GPU): member grouping by torch
-  ops on the device (argsort, scatter-add counts, cumsum; no host synchronization), one grouped-GEMM kernel per
-  layer over member segments with fused bias + activation (the first layer gathers and
-  normalizes [state, action] itself), then the fused epilogue kernel. No cuBLAS/cuRAND.
+  ops on the device (argsort, scatter-add counts, cumsum; no host synchronization), one
+  grouped-GEMM kernel per layer over member segments with fused bias + activation (the first
+  layer gathers and normalizes [state, action] itself), then the fused epilogue kernel. No
+  cuBLAS/cuRAND.
 
 Forward only: rollouts run under ``torch.no_grad()``; the op has no autograd formula.
 ``members`` and ``elites`` out of range raise on every device: on CPU at once, on CUDA through an
