@@ -155,7 +155,7 @@ def test_routing_is_test_only(emu_module):
 
 
 # ---- gaussian_nll -------------------------------------------------------------------------------
-NLL_SHAPES = [(1, 1, 1), (3, 7, 5), (2, 33, 31), (1, 4099, 65)]  # last: the full reduction grid (256 blocks)
+NLL_SHAPES = [(1, 1, 1), (3, 7, 5), (2, 33, 31), (1, 4099, 65)]  # last: the full grid (256 blocks)
 
 
 @pytest.mark.parametrize("dtype", [F32, F64], ids=["f32", "f64"])
@@ -324,6 +324,7 @@ def test_rollout_elites_out_of_range_checked_without_sync(monkeypatch):
 
 # ---- vagram, value_aware, itervaml ---------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [F32, F64], ids=["f32", "f64"])
+# the last shape reaches the full grid (256 blocks per member) in both modes
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 37, 5, 2), (2, 300, 17, 1), (1, 65537, 5, 1)],
                          ids=lambda s: "E{}B{}O{}K{}".format(*s))
 @pytest.mark.parametrize("bounded", [True, False], ids=["bounded", "unbounded"])
