@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import importlib
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 import torch
@@ -472,33 +469,6 @@ def test_cuda_python_glue_against_the_entry_point_contracts(monkeypatch, shared,
              for a, b in zip(la, lb, strict=True)]
     for a, b in flat:
         torch.testing.assert_close(a, b)
-
-
-ROOT = Path(__file__).resolve().parents[1]
-BEGIN, END = "// ---- host-emulated kernels", "// ---- end of host-emulated kernels ----"
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ (C++20 <barrier>)")
-def test_cuda_kernels_host_emulation(tmp_path):
-    """The CUDA GEMM and bias-gradient kernels, compiled as C++ and run on the CPU (one thread
-    per CUDA thread) against naive loops: tiling, strides, odd sizes and epilogues are checked
-    without a GPU. See tests/native/emulate_ensemble_mlp_cuda.cpp."""
-    source = (ROOT / "src/cuda/ensemble_mlp.cu").read_text()
-    kernels = source[source.index(BEGIN):source.index(END)]
-    (tmp_path / "ensemble_mlp_kernels.inc").write_text(kernels)
-    exe = tmp_path / "emulate"
-    build = subprocess.run(
-        ["g++", "-std=c++20", "-O1", "-pthread", f"-I{ROOT / 'include'}", f"-I{tmp_path}",
-         str(ROOT / "tests/native/emulate_ensemble_mlp_cuda.cpp"), "-o", str(exe)],
-        capture_output=True, text=True,
-    )
-    if build.returncode != 0 and "barrier" in build.stderr:
-        pytest.skip("the C++ standard library has no <barrier>")
-    assert build.returncode == 0, build.stderr
-    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "0 failures" in run.stdout
 
 
 @pytest.mark.cuda

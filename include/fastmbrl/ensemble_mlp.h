@@ -93,6 +93,14 @@ FASTMBRL_HD T bound(T raw, T lo, T hi) {
   return lo + softplus(lv1 - lo);
 }
 
+// 1 - softplus_grad(x) = sigmoid(-x), computed without the cancellation of 1 - sigmoid(x) (which
+// is exactly 0 in float from x ~ 17 on); 0 above the threshold, where softplus is the identity.
+template <typename T>
+FASTMBRL_HD T softplus_grad_complement(T x) {
+  if (x > T(20)) return T(0);
+  return T(1) / (fm_exp(x) + T(1));
+}
+
 // g times the partial derivatives of bound(raw, lo, hi) with respect to raw, lo and hi.
 template <typename T>
 FASTMBRL_HD void bound_grad(T raw, T lo, T hi, T g, T* d_raw, T* d_lo, T* d_hi) {
@@ -101,8 +109,8 @@ FASTMBRL_HD void bound_grad(T raw, T lo, T hi, T g, T* d_raw, T* d_lo, T* d_hi) 
   const T v = (hi - softplus(u)) - lo;
   const T sv = softplus_grad(v);
   *d_raw = g * sv * su;
-  *d_hi = g * sv * (T(1) - su);
-  *d_lo = g * (T(1) - sv);
+  *d_hi = g * sv * softplus_grad_complement(u);
+  *d_lo = g * softplus_grad_complement(v);
 }
 
 }  // namespace mlp

@@ -18,8 +18,6 @@
 namespace fastmbrl {
 namespace {
 
-// ---- host-emulated kernels (tests/native/emulate_ensemble_mlp_cuda.cpp runs the code from
-// here to the end marker on the CPU, one std::thread per CUDA thread) ----
 constexpr int BM = 64, BN = 64, BK = 16, TM = 4, TN = 4, TX = 16;
 constexpr int kGemmThreads = 256;  // 16 x 16 threads, each a TM x TN block
 static_assert((BM / TM) * (BN / TN) == kGemmThreads, "tile and thread block disagree");
@@ -128,28 +126,28 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(const GemmArgs<T> p)
   }
 }
 
-// db[e, o] = sum_m dz[e, m, o]: 32 columns x 8 row-slices per block, fixed-order sums.
+// db[e, o] = sum_m dz[e, m, o]: 32 columns x 8 row-slices per block, fixed-order sums in double.
 template <typename T>
 __global__ void bias_grad_kernel(const T* __restrict__ dz, int64_t M, int64_t O,
                                  T* __restrict__ db) {
-  __shared__ T part[8][33];
+  __shared__ double part[8][33];
   const int64_t e = blockIdx.y;
   const int64_t o = int64_t(blockIdx.x) * 32 + threadIdx.x;
-  T acc = T(0);
+  double acc = 0.0;
   if (o < O) {
-    for (int64_t m = threadIdx.y; m < M; m += 8) acc += dz[(e * M + m) * O + o];
+    for (int64_t m = threadIdx.y; m < M; m += 8) {
+      acc += static_cast<double>(dz[(e * M + m) * O + o]);
+    }
   }
   part[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
   if (threadIdx.y == 0 && o < O) {
-    T s = T(0);
+    double s = 0.0;
 #pragma unroll
     for (int r = 0; r < 8; ++r) s += part[r][threadIdx.x];
-    db[e * O + o] = s;
+    db[e * O + o] = static_cast<T>(s);
   }
 }
-
-// ---- end of host-emulated kernels ----
 
 template <typename T, int EPI>
 int launch_gemm(const GemmArgs<T>& p, int64_t E, cudaStream_t s) {

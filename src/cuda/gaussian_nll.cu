@@ -40,13 +40,13 @@ __global__ void nll_partial_kernel(const T* __restrict__ mean, const T* __restri
   const T* m = mean + e * N;
   const T* lv = logvar + e * N;
   const T* y = target_shared ? target : target + e * N;
-  T acc = T(0);
+  double acc = 0.0;  // double accumulation, as the CPU kernel
   for (int64_t i = blockIdx.x * int64_t(kThreads) + threadIdx.x; i < N;
        i += int64_t(gridDim.x) * kThreads) {
-    acc += nll::value(m[i], lv[i], y[i]);
+    acc += static_cast<double>(nll::value(m[i], lv[i], y[i]));
   }
   acc = cuda::block_sum<kThreads>(acc);
-  if (threadIdx.x == 0) partial[e * gridDim.x + blockIdx.x] = acc;
+  if (threadIdx.x == 0) partial[e * gridDim.x + blockIdx.x] = static_cast<T>(acc);
 }
 
 template <typename T>

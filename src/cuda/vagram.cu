@@ -35,7 +35,7 @@ __global__ void vagram_bounded_kernel(const T* __restrict__ pred, const T* __res
   const T* y = target_shared ? target : target + e * N;
   const T* g = value_grad + e * N;
   T* dp = dpred + e * N;
-  T acc = T(0);
+  double acc = 0.0;  // double accumulation, as the CPU kernel
   for (int64_t i = blockIdx.x * int64_t(kThreads) + threadIdx.x; i < N;
        i += int64_t(gridDim.x) * kThreads) {
     T w = T(0);
@@ -45,10 +45,10 @@ __global__ void vagram_bounded_kernel(const T* __restrict__ pred, const T* __res
     }
     const T delta = p[i] - y[i];
     dp[i] = vagram::bounded_grad(w, delta, scale);
-    acc += vagram::bounded_value(w, delta);
+    acc += static_cast<double>(vagram::bounded_value(w, delta));
   }
   acc = cuda::block_sum<kThreads>(acc);
-  if (threadIdx.x == 0) partial[e * gridDim.x + blockIdx.x] = acc;
+  if (threadIdx.x == 0) partial[e * gridDim.x + blockIdx.x] = static_cast<T>(acc);
 }
 
 template <typename T>
@@ -62,14 +62,14 @@ __global__ void vagram_unbounded_kernel(const T* __restrict__ pred, const T* __r
   const T* y = target_shared ? target : target + e * N;
   const T* g = value_grad + e * N;
   T* dp = dpred + e * N;
-  T acc = T(0);
+  double acc = 0.0;  // double accumulation, as the CPU kernel
   for (int64_t b = blockIdx.x * int64_t(kThreads) + threadIdx.x; b < B;
        b += int64_t(gridDim.x) * kThreads) {
     const int64_t off = b * O;
-    acc += vagram::unbounded_row<T, T>(p + off, y + off, g + off, S, O, K, scale, dp + off);
+    acc += vagram::unbounded_row<T, double>(p + off, y + off, g + off, S, O, K, scale, dp + off);
   }
   acc = cuda::block_sum<kThreads>(acc);
-  if (threadIdx.x == 0) partial[e * gridDim.x + blockIdx.x] = acc;
+  if (threadIdx.x == 0) partial[e * gridDim.x + blockIdx.x] = static_cast<T>(acc);
 }
 
 template <typename T>

@@ -42,17 +42,17 @@ template <typename T, int Norm>
 __global__ void va_partial_kernel(const T* __restrict__ q_true, const T* __restrict__ q_model,
                                   bool shared, int64_t N, int64_t n, T* __restrict__ unit,
                                   T* __restrict__ partial) {
-  T acc = T(0);
+  double acc = 0.0;  // double accumulation, as the CPU kernel
   for (int64_t k = blockIdx.x * int64_t(kThreads) + threadIdx.x; k < n;
        k += int64_t(gridDim.x) * kThreads) {
     const T y = shared ? q_true[k % N] : q_true[k];
     T l, u;
     value_aware::value_and_unit<T, Norm>(y, q_model[k], &l, &u);
     unit[k] = u;
-    acc += l;
+    acc += static_cast<double>(l);
   }
   acc = cuda::block_sum<kThreads>(acc);
-  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+  if (threadIdx.x == 0) partial[blockIdx.x] = static_cast<T>(acc);
 }
 
 template <typename T>

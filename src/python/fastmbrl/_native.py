@@ -122,3 +122,38 @@ def empty(shape, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.
 
 def empty_like(t: torch.Tensor) -> torch.Tensor:
     return empty(t.shape, t)
+
+
+# ---- CUDA launch limits, checked in Python before a launch (the kernels' grids) ----------------
+CUDA_MAX_GRID_YZ = 65535  # grid.y and grid.z of a launch
+CUDA_MAX_TILED_ROWS = 65535 * 64  # rows of a 64-row tiled GEMM on grid.y: 4,194,240
+
+
+def check_cuda_limit(op: str, name: str, value: int, limit: int, where: str) -> None:
+    """Raise a clear error before a CUDA launch whose grid would exceed a device limit."""
+    if value > limit:
+        raise ValueError(
+            f"{op}: {name} = {value} is above {limit:,}, the most the CUDA kernel supports "
+            f"({where}); split the batch or use backend='reference'"
+        )
+
+
+# ---- FASTMBRL_CUDA_SYNC=1: synchronise after every native CUDA op (debugging) ------------------
+# Kernel faults on a GPU are reported asynchronously, by whichever later call synchronises. With
+# FASTMBRL_CUDA_SYNC=1 every native CUDA op synchronises its device when it returns and raises
+# with the op's name. Slow, and not allowed during CUDA-graph capture: for first runs on a GPU.
+CUDA_SYNC: bool = os.environ.get("FASTMBRL_CUDA_SYNC", "0") == "1"
+
+
+def synchronize_after(op: str, device: torch.device | None) -> None:
+    """Synchronise ``device`` after ``op`` and raise naming the op if a kernel failed."""
+    try:
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elif _C is not None and hasattr(_C, "emu_synchronize"):  # the SIMT emulation (tests)
+            _C.emu_synchronize()
+    except RuntimeError as exc:
+        raise RuntimeError(
+            f"fastmbrl.{op}: a CUDA kernel of this op failed (FASTMBRL_CUDA_SYNC=1 synchronised "
+            f"right after it): {exc}"
+        ) from exc

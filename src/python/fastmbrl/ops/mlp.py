@@ -33,9 +33,8 @@ node for the whole MLP; works under autograd, ``opcheck`` and ``torch.compile(fu
   epilogue; backward dX = dZ·Wᵀ with the previous layer's activation derivative fused, dW = Xᵀ·dZ,
   db = Σ_b dZ and the head's bound gradients as fixed-order reductions (deterministic, no
   atomics). fp32 (or fp64) arithmetic, no TF32. **Compiled for sm_80/sm_90 but not yet run on a
-  GPU** (the development machine has none); the CUDA tests skip without a device. Without a GPU
-  the tests check the GEMM and bias-gradient kernels' source under a host emulation (one thread
-  per CUDA thread) and the CUDA path's Python glue against the entry points' contracts.
+  GPU**; every kernel and this CUDA glue are run in CI by the SIMT emulation (tests/emu,
+  docs/ops.md) against the reference.
 - CPU: torch's batched GEMM with the bias fused (``baddbmm``), torch's vectorised activation and
   softplus kernels, and a hand-written closed-form backward.
 
@@ -59,7 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _native
-from ._library import LIB, refuse_double_backward
+from ._library import LIB, impl_cuda, refuse_double_backward
 from ._validate import check_nonempty, check_same, check_shape, check_tensor
 
 OP = "ensemble_mlp"
@@ -253,6 +252,7 @@ def _backward_cpu(grad, x, weights, saved, activation: int, min_logvar, max_logv
 def _forward_cuda(x, weights, biases, activation: int, min_logvar, max_logvar):
     """CUDA: one fused kernel per layer (tiled GEMM + bias + activation / head bounds).
     Compiled, not yet verified on a GPU."""
+    _check_cuda_limits(x, weights)
     C, P = _native._C, _native.ptr
     code = _native.dtype_code(x)
     stream = _native.cuda_stream(x.device)
@@ -287,8 +287,22 @@ def _forward_cuda(x, weights, biases, activation: int, min_logvar, max_logvar):
     raise AssertionError("unreachable")
 
 
+def _check_cuda_limits(x, weights) -> None:
+    """The tiled GEMM puts members on grid.z and 64-row tiles of the batch (and, for weight
+    gradients, of the layer inputs) on grid.y."""
+    E, B = weights[0].shape[0], x.shape[-2]
+    _native.check_cuda_limit(OP, "E (ensemble size)", E, _native.CUDA_MAX_GRID_YZ,
+                             "members on grid.z")
+    _native.check_cuda_limit(OP, "B (batch rows)", B, _native.CUDA_MAX_TILED_ROWS,
+                             "64-row tiles on grid.y")
+    for i, w in enumerate(weights):
+        _native.check_cuda_limit(OP, f"weights[{i}] input width", w.shape[1],
+                                 _native.CUDA_MAX_TILED_ROWS, "64-row tiles on grid.y")
+
+
 def _backward_cuda(grad, x, weights, saved, activation: int, min_logvar, max_logvar,
                    need_x_grad: bool):
+    _check_cuda_limits(x, weights)
     C, P = _native._C, _native.ptr
     code = _native.dtype_code(grad)
     stream = _native.cuda_stream(grad.device)
@@ -365,9 +379,8 @@ def _backward_fake(grad, x, weights, saved, activation: int, min_logvar, max_log
 if _native.HAS_NATIVE:
     LIB.impl("ensemble_mlp_forward", _forward_cpu, "CPU")
     LIB.impl("ensemble_mlp_backward", _backward_cpu, "CPU")
-if _native.HAS_CUDA_KERNELS:
-    LIB.impl("ensemble_mlp_forward", _forward_cuda, "CUDA")
-    LIB.impl("ensemble_mlp_backward", _backward_cuda, "CUDA")
+impl_cuda("ensemble_mlp_forward", _forward_cuda)
+impl_cuda("ensemble_mlp_backward", _backward_cuda)
 torch.library.register_fake("fastmbrl::ensemble_mlp_forward", _forward_fake, lib=LIB)
 torch.library.register_fake("fastmbrl::ensemble_mlp_backward", _backward_fake, lib=LIB)
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 import torch
 
 from .. import _native
-from ._library import LIB
+from ._library import LIB, impl_cuda
 from ._validate import check_nonempty, check_same, check_shape, check_tensor
 
 OP = "gaussian_nll"
@@ -98,38 +98,57 @@ LIB.define(
 )
 
 
-def _forward_impl(mean, logvar, target, elementwise: bool) -> torch.Tensor:
+def _forward_prep(mean, logvar, target, elementwise: bool):
     mean, logvar, target = mean.contiguous(), logvar.contiguous(), target.contiguous()
     E = mean.shape[0]
     N = mean.numel() // E
-    shared = target.dim() == 2
     out = _native.empty(mean.shape if elementwise else (E,), mean)
-    C, P = _native._C, _native.ptr
-    args = (_native.dtype_code(mean), P(mean), P(logvar), P(target), shared, E, N, elementwise)
-    if mean.device.type == "cuda":
-        ws = _native.empty((C.gaussian_nll_cuda_workspace(E, N, elementwise),), mean)
-        C.gaussian_nll_forward_cuda(*args, P(out), P(ws), _native.cuda_stream(mean.device))
-    else:
-        C.gaussian_nll_forward_cpu(*args, P(out))
+    args = (_native.dtype_code(mean), _native.ptr(mean), _native.ptr(logvar),
+            _native.ptr(target), target.dim() == 2, E, N, elementwise)
+    return out, args, (mean, logvar, target)  # keep the contiguous inputs alive
+
+
+def _forward_cpu(mean, logvar, target, elementwise: bool) -> torch.Tensor:
+    out, args, _alive = _forward_prep(mean, logvar, target, elementwise)
+    _native._C.gaussian_nll_forward_cpu(*args, _native.ptr(out))
     return out
 
 
-def _backward_impl(grad, mean, logvar, target, elementwise: bool):
+def _forward_cuda(mean, logvar, target, elementwise: bool) -> torch.Tensor:
+    E = mean.shape[0]
+    if not elementwise:  # the reduction puts the members on grid.y
+        _native.check_cuda_limit(OP, "E (ensemble size)", E, _native.CUDA_MAX_GRID_YZ,
+                                 "members on grid.y of the reduction")
+    out, args, _alive = _forward_prep(mean, logvar, target, elementwise)
+    C, P = _native._C, _native.ptr
+    ws = _native.empty((C.gaussian_nll_cuda_workspace(E, args[6], elementwise),), mean)
+    C.gaussian_nll_forward_cuda(*args, P(out), P(ws), _native.cuda_stream(mean.device))
+    return out
+
+
+def _backward_prep(grad, mean, logvar, target, elementwise: bool):
     grad, mean = grad.contiguous(), mean.contiguous()
     logvar, target = logvar.contiguous(), target.contiguous()
     E = mean.shape[0]
     N = mean.numel() // E
-    shared = target.dim() == 2
     d_mean, d_logvar = _native.empty_like(mean), _native.empty_like(logvar)
     d_target = _native.empty_like(target)
-    C, P = _native._C, _native.ptr
-    args = (_native.dtype_code(mean), P(grad), P(mean), P(logvar), P(target), shared, E, N,
-            elementwise, P(d_mean), P(d_logvar), P(d_target))
-    if mean.device.type == "cuda":
-        C.gaussian_nll_backward_cuda(*args, _native.cuda_stream(mean.device))
-    else:
-        C.gaussian_nll_backward_cpu(*args)
-    return d_mean, d_logvar, d_target
+    P = _native.ptr
+    args = (_native.dtype_code(mean), P(grad), P(mean), P(logvar), P(target), target.dim() == 2,
+            E, N, elementwise, P(d_mean), P(d_logvar), P(d_target))
+    return (d_mean, d_logvar, d_target), args, (grad, mean, logvar, target)
+
+
+def _backward_cpu(grad, mean, logvar, target, elementwise: bool):
+    outs, args, _alive = _backward_prep(grad, mean, logvar, target, elementwise)
+    _native._C.gaussian_nll_backward_cpu(*args)
+    return outs
+
+
+def _backward_cuda(grad, mean, logvar, target, elementwise: bool):
+    outs, args, _alive = _backward_prep(grad, mean, logvar, target, elementwise)
+    _native._C.gaussian_nll_backward_cuda(*args, _native.cuda_stream(mean.device))
+    return outs
 
 
 def _forward_fake(mean, logvar, target, elementwise: bool) -> torch.Tensor:
@@ -141,11 +160,10 @@ def _backward_fake(grad, mean, logvar, target, elementwise: bool):
 
 
 if _native.HAS_NATIVE:
-    LIB.impl("gaussian_nll", _forward_impl, "CPU")
-    LIB.impl("gaussian_nll_backward", _backward_impl, "CPU")
-if _native.HAS_CUDA_KERNELS:
-    LIB.impl("gaussian_nll", _forward_impl, "CUDA")
-    LIB.impl("gaussian_nll_backward", _backward_impl, "CUDA")
+    LIB.impl("gaussian_nll", _forward_cpu, "CPU")
+    LIB.impl("gaussian_nll_backward", _backward_cpu, "CPU")
+impl_cuda("gaussian_nll", _forward_cuda)
+impl_cuda("gaussian_nll_backward", _backward_cuda)
 torch.library.register_fake("fastmbrl::gaussian_nll", _forward_fake, lib=LIB)
 torch.library.register_fake("fastmbrl::gaussian_nll_backward", _backward_fake, lib=LIB)
 

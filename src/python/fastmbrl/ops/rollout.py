@@ -39,16 +39,18 @@ Backends:
   for Philox noise, delta add, reward and the TerminationRule, reading rows through the inverse
   permutation. Verdict by measurement (benchmarks/results/2026-11-21-cpu-rollout.*): see
   ``PREFER_NATIVE_CPU``.
-- CUDA native (compiled, not yet verified on a GPU): member grouping by torch ops on the device
-  (argsort, scatter-add counts, cumsum; no host synchronization), one grouped-GEMM kernel per
-  layer over member segments with fused bias + activation (the first layer gathers and
-  normalizes [state, action] itself), then the fused epilogue kernel. No cuBLAS/cuRAND.
+- CUDA native (verified by emulation in CI, not yet run on a GPU): member grouping by torch
+  ops on the device (argsort, scatter-add counts, cumsum; no host synchronization), one
+  grouped-GEMM kernel per layer over member segments with fused bias + activation (the first
+  layer gathers and normalizes [state, action] itself), then the fused epilogue kernel. No
+  cuBLAS/cuRAND.
 
 The native op is forward only (no autograd formula): rollouts run under ``torch.no_grad()``.
 Called with inputs that require grad while grad mode is on, the step runs the reference (on
 every backend), so gradients, and second derivatives, flow through it correctly.
-``members`` out of range is checked only for CPU tensors in eager mode (a CUDA check would
-synchronize; under torch.compile it is a data-dependent branch).
+``members`` and ``elites`` out of range raise on every device: on CPU at once, on CUDA through an
+asynchronous device-side assert (no host synchronization; reported at the next synchronization,
+at once with ``FASTMBRL_CUDA_SYNC=1``); not checked under torch.compile.
 Under ``torch.compile`` pass ``seed`` explicitly (drawing one reads a generator on the host).
 The torch Philox (:func:`philox_normal`) is excluded from compilation (``torch.compiler.disable``):
 inductor did not finish compiling its 10 unrolled rounds in 4 minutes; the native op itself is
@@ -64,7 +66,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _native
-from ._library import LIB
+from ._library import LIB, impl_cuda
 from ._validate import check_nonempty, check_same, check_shape, check_tensor
 from .mlp import ACTIVATIONS, bound_logvar, ensemble_mlp_reference
 from .termination import TerminationRule
@@ -272,13 +274,19 @@ def _check_index(name: str, t, length: int | None, layout: str, device) -> None:
 
 
 def _check_range(name: str, t: torch.Tensor, E: int) -> None:
-    # Only on CPU and in eager mode: on CUDA this would read device values on the host (a
-    # synchronization), and under torch.compile it is a data-dependent branch.
-    if torch.compiler.is_compiling():
+    # CPU, eager: checked on the host with the values in the message. Any other device: an
+    # asynchronous device-side assert (no host synchronisation in the hot path), reported at the
+    # next synchronisation (at once with FASTMBRL_CUDA_SYNC=1). Skipped under torch.compile (a
+    # data-dependent branch).
+    if torch.compiler.is_compiling() or t.numel() == 0:
         return
-    if t.device.type == "cpu" and t.numel() and (int(t.min()) < 0 or int(t.max()) >= E):
-        raise ValueError(f"{OP}: `{name}` must index members in [0, {E}), got values in "
-                         f"[{int(t.min())}, {int(t.max())}]")
+    if t.device.type == "cpu":
+        if int(t.min()) < 0 or int(t.max()) >= E:
+            raise ValueError(f"{OP}: `{name}` must index members in [0, {E}), got values in "
+                             f"[{int(t.min())}, {int(t.max())}]")
+    else:
+        torch._assert_async(((t >= 0) & (t < E)).all(),
+                            f"{OP}: `{name}` must index members in [0, {E})")
 
 
 def _validate(state, action, weights, biases, members, elites, input_mean, input_std,
@@ -559,8 +567,7 @@ def _fake(state, action, weights, biases, members, elites, input_mean, input_std
 
 if _native.HAS_NATIVE:
     LIB.impl(OP, _cpu_impl, "CPU")
-if _native.HAS_CUDA_KERNELS:
-    LIB.impl(OP, _cuda_impl, "CUDA")
+impl_cuda(OP, _cuda_impl)
 torch.library.register_fake(f"fastmbrl::{OP}", _fake, lib=LIB)
 
 

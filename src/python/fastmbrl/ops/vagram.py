@@ -36,8 +36,8 @@ value_grad once and writes both the per-member loss ``[E]`` and the unit gradien
 incoming per-member gradient, so it never rereads value_grad (K·E·B·O, the largest input).
 Double backward through the native op is not supported (it raises); use the reference.
 
-Dispatch: CUDA tensors run the CUDA kernel when compiled — COMPILED, NOT YET VERIFIED ON A GPU
-(no device was available; its tests skip without one). CPU tensors run the native kernel at
+Dispatch: CUDA tensors run the CUDA kernel when compiled — verified by the SIMT emulation in CI
+(tests/test_cuda_emulation.py), NOT YET RUN ON A GPU. CPU tensors run the native kernel at
 every size (``CPU_NATIVE_MIN_ELEMENTS = 0``): it never measured slower than the reference
 (benchmarks/results/2026-11-21-cpu-1thread-vagram_loss.txt, E=7 O=17 K=4, fwd+bwd, 1 thread,
 speed-up over the eager reference, bounded / unbounded: B=256 1.56x / 1.04x, B=4096 11.3x /
@@ -54,7 +54,7 @@ from __future__ import annotations
 import torch
 
 from .. import _native
-from ._library import LIB, refuse_double_backward
+from ._library import LIB, impl_cuda, refuse_double_backward
 from ._validate import check_nonempty, check_same, check_shape, check_tensor
 
 OP = "vagram_loss"
@@ -133,22 +133,33 @@ LIB.define(
 )
 
 
-def _forward_impl(pred, target, value_grad, bounded: bool):
+def _forward_prep(pred, target, value_grad, bounded: bool):
     pred, target, value_grad = pred.contiguous(), target.contiguous(), value_grad.contiguous()
     E, B, O = pred.shape
     K = value_grad.shape[0]
-    shared = target.dim() == 2
     member = _native.empty((E,), pred)
     dpred = _native.empty_like(pred)
+    P = _native.ptr
+    args = (_native.dtype_code(pred), P(pred), P(target), P(value_grad), target.dim() == 2, E, B,
+            O, K, bool(bounded), P(member), P(dpred))
+    return (member, dpred), args, (pred, target, value_grad)  # keep the inputs alive
+
+
+def _forward_cpu(pred, target, value_grad, bounded: bool):
+    outs, args, _alive = _forward_prep(pred, target, value_grad, bounded)
+    _native._C.vagram_forward_cpu(*args)
+    return outs
+
+
+def _forward_cuda(pred, target, value_grad, bounded: bool):
+    E, B, O = pred.shape
+    _native.check_cuda_limit(OP, "E (ensemble size)", E, _native.CUDA_MAX_GRID_YZ,
+                             "members on grid.y")
+    outs, args, _alive = _forward_prep(pred, target, value_grad, bounded)
     C, P = _native._C, _native.ptr
-    args = (_native.dtype_code(pred), P(pred), P(target), P(value_grad), shared, E, B, O, K,
-            bool(bounded), P(member), P(dpred))
-    if pred.device.type == "cuda":
-        ws = _native.empty((C.vagram_cuda_workspace(E, B, O, bool(bounded)),), pred)
-        C.vagram_forward_cuda(*args, P(ws), _native.cuda_stream(pred.device))
-    else:
-        C.vagram_forward_cpu(*args)
-    return member, dpred
+    ws = _native.empty((C.vagram_cuda_workspace(E, B, O, bool(bounded)),), pred)
+    C.vagram_forward_cuda(*args, P(ws), _native.cuda_stream(pred.device))
+    return outs
 
 
 def _forward_fake(pred, target, value_grad, bounded: bool):
@@ -156,9 +167,8 @@ def _forward_fake(pred, target, value_grad, bounded: bool):
 
 
 if _native.HAS_NATIVE:
-    LIB.impl("vagram_loss", _forward_impl, "CPU")
-if _native.HAS_CUDA_KERNELS:
-    LIB.impl("vagram_loss", _forward_impl, "CUDA")
+    LIB.impl("vagram_loss", _forward_cpu, "CPU")
+impl_cuda("vagram_loss", _forward_cuda)
 torch.library.register_fake("fastmbrl::vagram_loss", _forward_fake, lib=LIB)
 
 

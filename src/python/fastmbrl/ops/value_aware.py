@@ -35,7 +35,8 @@ the backward is one torch multiply of it by the incoming gradient. Double backwa
 supported by the native path (it raises).
 
 Dispatch: CUDA tensors run the CUDA kernel when compiled (``prefer_native_cuda=True``; the CUDA
-kernels are compiled, not yet verified on a GPU). CPU tensors run the native CPU kernel from
+kernels are verified by the SIMT emulation in CI, not yet run on a GPU). CPU tensors run the
+native CPU kernel from
 ``CPU_NATIVE_MIN_ELEMENTS`` = 2^19 elements of ``q_model`` on, the reference below
 (benchmarks/results/2026-11-21-cpu-1thread-value_aware.txt, l1 "sum" forward + backward, E=7,
 1 thread): native vs reference eager 0.52x at B=256 (1.8k elements: torch.library's Python
@@ -50,7 +51,7 @@ from __future__ import annotations
 import torch
 
 from .. import _native
-from ._library import LIB, refuse_double_backward
+from ._library import LIB, impl_cuda, refuse_double_backward
 from ._validate import check_nonempty, check_same, check_shape
 
 OP = "value_aware_loss"
@@ -125,22 +126,32 @@ LIB.define(
 )
 
 
-def _forward_impl(q_true, q_model, norm: int, elementwise: bool):
+def _forward_prep(q_true, q_model, norm: int, elementwise: bool):
     q_true, q_model = q_true.contiguous(), q_model.contiguous()
     shared = q_true.dim() != q_model.dim()
     E = q_model.shape[0] if shared else 1
     N = q_model.numel() // E
     loss = _native.empty(q_model.shape if elementwise else (), q_model)
     unit = _native.empty_like(q_model)
-    C, P = _native._C, _native.ptr
+    P = _native.ptr
     args = (_native.dtype_code(q_model), P(q_true), P(q_model), shared, E, N, norm, elementwise,
             P(loss), P(unit))
-    if q_model.device.type == "cuda":
-        ws = _native.empty((max(1, C.value_aware_cuda_workspace(E * N, elementwise)),), q_model)
-        C.value_aware_forward_cuda(*args, P(ws), _native.cuda_stream(q_model.device))
-    else:
-        C.value_aware_forward_cpu(*args)
-    return loss, unit
+    return (loss, unit), args, (q_true, q_model)  # keep the contiguous inputs alive
+
+
+def _forward_cpu(q_true, q_model, norm: int, elementwise: bool):
+    outs, args, _alive = _forward_prep(q_true, q_model, norm, elementwise)
+    _native._C.value_aware_forward_cpu(*args)
+    return outs
+
+
+def _forward_cuda(q_true, q_model, norm: int, elementwise: bool):
+    outs, args, _alive = _forward_prep(q_true, q_model, norm, elementwise)
+    C, P = _native._C, _native.ptr
+    ws = _native.empty((max(1, C.value_aware_cuda_workspace(q_model.numel(), elementwise)),),
+                       q_model)
+    C.value_aware_forward_cuda(*args, P(ws), _native.cuda_stream(q_model.device))
+    return outs
 
 
 def _forward_fake(q_true, q_model, norm: int, elementwise: bool):
@@ -148,9 +159,8 @@ def _forward_fake(q_true, q_model, norm: int, elementwise: bool):
 
 
 if _native.HAS_NATIVE:
-    LIB.impl("value_aware_loss", _forward_impl, "CPU")
-if _native.HAS_CUDA_KERNELS:
-    LIB.impl("value_aware_loss", _forward_impl, "CUDA")
+    LIB.impl("value_aware_loss", _forward_cpu, "CPU")
+impl_cuda("value_aware_loss", _forward_cuda)
 torch.library.register_fake("fastmbrl::value_aware_loss", _forward_fake, lib=LIB)
 
 
