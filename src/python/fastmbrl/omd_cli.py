@@ -34,7 +34,8 @@ def _tabular(argv: list[str]) -> int:
                                 "misspecification, bound-tightness and IFT-sensitivity figures.")
     p.add_argument("--out", required=True, help="output folder (PNGs, CSVs, summary.json)")
     p.add_argument("--quick", action="store_true",
-                   help="reduced grid (6 bounds, 3 seeds, 6 noise levels, 300 outer steps)")
+                   help="reduced grid (6 bounds, 3 seeds, 4 noise levels x 2 seeds, "
+                   "60 outer steps)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (1..N)")
     p.add_argument("--max_iter", type=int, default=None, help="outer Adam iterations (at most)")
     p.add_argument("--num_bounds", type=int, default=None,
@@ -180,7 +181,8 @@ def _parse(argv: list[str], table: dict[str, Flag], prog: str, extra: dict[str, 
                     raise TranslateError(f"{prog}: --{name} needs a value")
                 value, has_value = argv[i], True
                 i += 1
-            key = name if name in ("device", "progress") else f"overrides.{name}"
+            key = {"device": "device", "progress": "progress",
+                   "float64": "overrides.float64"}.get(name, f"algorithm.{name}")
             passthrough.append(f"{key}={value if has_value else 'true'}")
             continue
         flag = table.get(name)

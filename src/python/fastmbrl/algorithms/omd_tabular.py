@@ -243,8 +243,8 @@ class StudyGrid:
     @staticmethod
     def quick() -> StudyGrid:
         return StudyGrid(bounds=np.linspace(0, 6, 20)[[1, 3, 6, 9, 13, 16]].tolist(),
-                         seeds=[1, 2, 3], sigmas=np.logspace(-3, 0.5, 6).tolist(),
-                         ift_seeds=[1, 2], max_iter=300)
+                         seeds=[1, 2, 3], sigmas=np.logspace(-3, 0.5, 4).tolist(),
+                         ift_seeds=[1, 2], max_iter=60)
 
 
 def _grid(values, seeds):
