@@ -197,3 +197,16 @@ def test_unknown_inverse_is_named():
     with pytest.raises(ValueError, match=r"inverse='lu'.*exact, cg, neumann, identity"):
         root_vjp(lambda p, t: p - t, torch.zeros(2), torch.zeros(2), torch.ones(2), "lu")
     assert INVERSES == ("exact", "cg", "neumann", "identity")
+
+
+@pytest.mark.parametrize("inverse", INVERSES)
+def test_minimizer_autograd_path_equals_the_torch_func_root_path(inverse):
+    inner, outer, theta = _problem(3)
+    phi = _argmin(inner, theta)
+    ubar = torch.func.grad(outer)(phi)
+    kw = dict(step=0.2, maxiter=50) if inverse == "neumann" else {}
+    a, ia = minimizer_vjp(inner, phi, theta, ubar, inverse, damping=0.1, **kw)
+    b, ib = root_vjp(torch.func.grad(inner), phi, theta, ubar, inverse, damping=0.1, **kw)
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+    assert ia["iterations"] == ib["iterations"]

@@ -27,8 +27,10 @@ The inverse ``v = (∂F/∂φ)⁻ᵀ ū`` is computed by one of ``INVERSES``:
 ``identity``  ``v = ū`` (OMD's default approximation of the inverse).
 
 Every argument may be a tensor or a pytree (tuple, list, dict) of tensors; the gradient has the
-structure of ``theta``. Jacobian products are ``torch.func.vjp`` (reverse mode only, so any op
-with a backward works). ``root_fn`` must be a pure function of its two arguments.
+structure of ``theta``. Jacobian products: ``torch.func.vjp`` in :func:`root_vjp` (reverse mode
+only, so any op with a backward works); plain double-backward autograd in :func:`minimizer_vjp`
+(Hessian-vector products, faster for networks; the ops need a double backward). Loss and root
+functions must be pure functions of their two arguments.
 """
 
 from __future__ import annotations
@@ -115,55 +117,94 @@ def _solve_neumann(op_t: Callable, b: Any, step: float, maxiter: int, tol: float
     return v, {"iterations": it, "residual": delta}
 
 
+def _solve(op_t: Callable, ubar: Any, inverse: str, damping: float, maxiter: int | None,
+           tol: float | None, atol: float | None, step: float) -> tuple[Any, dict]:
+    """``v`` with ``(∂F/∂φ + damping·I)ᵀ v = ū`` by ``inverse``; ``op_t(x) = (∂F/∂φ)ᵀ x``."""
+    info: dict = {"inverse": inverse, "iterations": 0, "residual": 0.0}
+    if inverse == "identity":
+        return ubar, info
+
+    def op(x):
+        out = op_t(x)
+        return _axpy(damping, x, out) if damping else out
+
+    if inverse == "cg":
+        v, it = _solve_cg(op, ubar, 100 if maxiter is None else maxiter,
+                          1e-5 if tol is None else tol, 0.0 if atol is None else atol)
+    elif inverse == "exact":
+        v, it = _solve_exact(op, ubar)
+    else:
+        v, it = _solve_neumann(op, ubar, step, 5000 if maxiter is None else maxiter,
+                               1e-10 if tol is None else tol, 1e-10 if atol is None else atol)
+    info.update(it)
+    return v, info
+
+
+def _check_inverse(inverse: str) -> None:
+    if inverse not in INVERSES:
+        raise ValueError(f"inverse={inverse!r}: allowed values are {', '.join(INVERSES)}")
+
+
 def root_vjp(root_fn: Callable[[Any, Any], Any], phi: Any, theta: Any, cotangent: Any,
              inverse: str = "identity", *, damping: float = 0.0, maxiter: int | None = None,
              tol: float | None = None, atol: float | None = None,
              step: float = 1.0) -> tuple[Any, dict]:
     """``∇_θ L_out(φ*(θ))`` for a root ``F(φ*, θ) = 0`` (``root_fn = F``) and
     ``cotangent = ∇_φ L_out(φ*)``. Returns ``(gradient with the structure of theta, info)``,
-    info = ``{"inverse", "iterations", "residual"}``.
+    info = ``{"inverse", "iterations", "residual"}``. Jacobian products by ``torch.func.vjp``.
 
     Defaults per inverse: cg ``maxiter=100, tol=1e-5, atol=0``; neumann ``maxiter=5000,
     tol=1e-10, atol=1e-10`` (relative and absolute change of ``v``). ``damping`` adds
     ``damping·I`` to ``∂F/∂φ`` (exact, cg and neumann); identity ignores it.
     """
-    if inverse not in INVERSES:
-        raise ValueError(f"inverse={inverse!r}: allowed values are {', '.join(INVERSES)}")
+    _check_inverse(inverse)
     phi = pytree.tree_map(lambda t: t.detach(), phi)
     theta = pytree.tree_map(lambda t: t.detach(), theta)
     ubar = pytree.tree_map(lambda t: t.detach(), cotangent)
-    info: dict = {"inverse": inverse, "iterations": 0, "residual": 0.0}
     if inverse == "identity":
-        v = ubar
+        v, info = _solve(None, ubar, inverse, damping, maxiter, tol, atol, step)
     else:
         _, vjp_phi = torch.func.vjp(lambda p: root_fn(p, theta), phi)
-
-        def op_t(x):  # (∂F/∂φ + damping·I)ᵀ x
-            out = vjp_phi(x)[0]
-            return _axpy(damping, x, out) if damping else out
-
-        if inverse == "cg":
-            v, it = _solve_cg(op_t, ubar, 100 if maxiter is None else maxiter,
-                              1e-5 if tol is None else tol, 0.0 if atol is None else atol)
-        elif inverse == "exact":
-            v, it = _solve_exact(op_t, ubar)
-        else:
-            v, it = _solve_neumann(op_t, ubar, step, 5000 if maxiter is None else maxiter,
-                                   1e-10 if tol is None else tol,
-                                   1e-10 if atol is None else atol)
-        info.update(it)
+        v, info = _solve(lambda x: vjp_phi(x)[0], ubar, inverse, damping, maxiter, tol, atol,
+                         step)
     _, vjp_theta = torch.func.vjp(lambda t: root_fn(phi, t), theta)
     grad = vjp_theta(v)[0]
     return pytree.tree_map(torch.neg, grad), info
 
 
 def minimizer_vjp(inner_loss: Callable[[Any, Any], torch.Tensor], phi: Any, theta: Any,
-                  cotangent: Any, inverse: str = "identity", **kwargs) -> tuple[Any, dict]:
+                  cotangent: Any, inverse: str = "identity", *, damping: float = 0.0,
+                  maxiter: int | None = None, tol: float | None = None,
+                  atol: float | None = None, step: float = 1.0) -> tuple[Any, dict]:
     """:func:`root_vjp` for ``φ* = argmin_φ inner_loss(φ, θ)``: ``F = ∇_φ inner_loss``, so
     ``∇_θ = −(∂²L_in/∂θ∂φ) [∂²L_in/∂φ² + damping·I]⁻¹ cotangent`` (``identity``: without the
     inverse). For ``neumann``, ``step`` is the step size of the series (an inner learning rate
-    below 2/λ_max of the Hessian)."""
-    return root_vjp(torch.func.grad(inner_loss), phi, theta, cotangent, inverse, **kwargs)
+    below 2/λ_max of the Hessian).
+
+    Computed with plain autograd (double backward): ``g = ∇_φ L_in`` once with
+    ``create_graph``, each Hessian-vector product ``∂⟨g, v⟩/∂φ`` and the cross term
+    ``∂⟨g, v⟩/∂θ`` reuse its graph (no ``torch.func`` transform overhead per call).
+    """
+    _check_inverse(inverse)
+    phi_l = pytree.tree_map(lambda t: t.detach().requires_grad_(True), phi)
+    theta_l = pytree.tree_map(lambda t: t.detach().requires_grad_(True), theta)
+    ubar = pytree.tree_map(lambda t: t.detach(), cotangent)
+    p_leaves, p_spec = pytree.tree_flatten(phi_l)
+    t_leaves, t_spec = pytree.tree_flatten(theta_l)
+    with torch.enable_grad():
+        g = torch.autograd.grad(inner_loss(phi_l, theta_l), p_leaves, create_graph=True)
+
+    def grads_of(v: Any, wrt: list, retain: bool) -> list:
+        out = torch.autograd.grad(g, wrt, grad_outputs=_leaves(v), retain_graph=retain,
+                                  allow_unused=True)
+        return [torch.zeros_like(w) if o is None else o for o, w in zip(out, wrt, strict=True)]
+
+    def op_t(x):  # H x (the Hessian is symmetric)
+        return pytree.tree_unflatten(grads_of(x, p_leaves, True), p_spec)
+
+    v, info = _solve(op_t, ubar, inverse, damping, maxiter, tol, atol, step)
+    cross = grads_of(v, t_leaves, False)
+    return pytree.tree_unflatten([-c.detach() for c in cross], t_spec), info
 
 
 def fixed_point_vjp(fp_fn: Callable[[Any, Any], Any], phi: Any, theta: Any, cotangent: Any,
