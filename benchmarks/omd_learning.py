@@ -73,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             pr.wait()
     rows, curves = [], {}
     for (ag, s), cmd in jobs.items():
-        res = read(root / "omd" / ag / env / f"seed{s}" / "results.csv")
+        src = root / "omd" / ag / env / f"seed{s}" / "results.csv"
+        res = read(src)
+        if src.exists():  # runs/ is not committed; keep each run's results next to the summary
+            (out / f"{ag}-seed{s}-results.csv").write_text(src.read_text())
         curves.setdefault(ag, []).append(res)
         rows.append({"agent": ag, "seed": s, "last_eval_step": res[-1][0] if res else 0,
                      "last_return": res[-1][1] if res else None,

@@ -109,7 +109,13 @@ CARTPOLE_FLAGS: dict[str, Flag] = {
     "no_warm": Flag("overrides.no_warm", bool),
     "warm_opt": Flag("overrides.warm_opt", bool),
     "no_double": Flag("overrides.no_double", bool),
-    "with_inv_jac": Flag("overrides.with_inv_jac", bool),
+    # the original's help text says this flag "replaces inverse Jacobian in implicit gradient
+    # with identity matrix"; its code does the opposite: without it the identity is used, with
+    # it CG on (H + 1e-5 I) v = g (maxiter 100). The flag does what the code does.
+    "with_inv_jac": Flag("overrides.with_inv_jac", bool,
+                         "CG inverse of the Hessian (100 iterations, damping 1e-5); without "
+                         "it the identity approximation (the original's help text says the "
+                         "opposite of what its code does)"),
     "agent_type": Flag("overrides.agent_type", str),
 }
 CARTPOLE_ENVS = {"CartPole-v1": "cartpole", "cartpole": "cartpole"}
@@ -288,7 +294,10 @@ def _run_translated(kind: str, argv: list[str]) -> int:
         print(f"usage: fastmbrl omd {kind} [--FLAG=VALUE ...] [--dry_run]\n\nflags of the "
               f"original {kind}/train.py and what they set:")
         for name, f in table.items():
-            print(f"  --{name:<28} {f.key or '(no effect: ' + f.note + ')'}")
+            what = f.key if f.key else f"(no effect: {f.note})"
+            if f.key and f.note:
+                what += f": {f.note}"
+            print(f"  --{name:<28} {what}")
         return 0
     try:
         overrides, notes, dry = fn(argv)
