@@ -58,11 +58,17 @@ def test_cartpole_tiny_runs(extra, tmp_path):
                for r in upd)
     if "overrides.with_inv_jac=true" in extra:
         assert {r["inverse_iterations"] for r in upd} <= {"1", "2", "3"}
-    assert list((tmp_path / "checkpoints").glob("*.pt"))
+    from fastmbrl.runs.checkpoint import latest_checkpoint, load_checkpoint
+
+    state = load_checkpoint(latest_checkpoint(tmp_path), weights_only=False)
+    model_state = state["model_optim"]["state"][0]
+    # one model step per env step from step 30 (= init_steps) to 60 (x num_T_steps for mle)
+    steps = 31 * (2 if "overrides.num_T_steps=2" in extra else 1)
+    assert int(model_state["step"]) == steps
+    assert float(model_state["exp_avg"].abs().max()) > 0  # the (implicit) gradient is not zero
 
 
 @pytest.mark.parametrize("extra", [
-    ["overrides.algo=omd"],
     ["overrides.algo=mle"],
     ["overrides.algo=omd", "algorithm.inverse=cg", "algorithm.cg_maxiter=2",
      "overrides.dim_distract=3"],
@@ -78,21 +84,6 @@ def test_halfcheetah_tiny_runs(extra, tmp_path):
 
         state = load_checkpoint(latest_checkpoint(tmp_path), weights_only=False)
         assert state["buffer"]["data"]["obs"].shape[1] == 17 + 3
-
-
-def test_omd_model_gradient_changes_the_model(tmp_path):
-    """The OMD update moves the model (its only gradient is the implicit one)."""
-    import torch
-
-    cfg = cfg_of(*CARTPOLE, "overrides.num_steps=40", "overrides.eval_frequency=40")
-    run(cfg, tmp_path)
-    from fastmbrl.runs.checkpoint import latest_checkpoint, load_checkpoint
-
-    state = load_checkpoint(latest_checkpoint(tmp_path), weights_only=False)
-    step = state["model_optim"]["state"][0]["step"]
-    assert int(step) == 11  # one model step per env step from step 30 (= init_steps) to 40
-    first = state["model_optim"]["state"][0]["exp_avg"]
-    assert float(torch.as_tensor(first).abs().max()) > 0
 
 
 @pytest.mark.parametrize("override,message", [
