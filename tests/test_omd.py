@@ -102,6 +102,10 @@ def test_config_errors_before_any_work(override, message, tmp_path):
         validate(cfg_of(*CARTPOLE, "overrides.agent_type=vep", "overrides.prob_model=true"))
     with pytest.raises(ConfigError, match="continuous-action"):
         validate(cfg_of(*CHEETAH, "overrides.env=cartpole"))
+    with pytest.raises(ConfigError, match=r"overrides.hidden_dims=\[64, 32\]"):
+        validate(cfg_of(*CHEETAH, "overrides.hidden_dims=[64,32]"))
+    with pytest.raises(ConfigError, match="overrides.variant='x'"):
+        validate(cfg_of(*CHEETAH, "overrides.variant=x"))
 
 
 def test_config_error_exit_status_from_the_command_line(tmp_path, capsys):

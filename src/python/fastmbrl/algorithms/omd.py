@@ -157,6 +157,9 @@ def validate(cfg: DictConfig) -> None:
     if variant == "mujoco" and task.discrete:
         raise ConfigError(f"overrides.env={o.env!r}: the mujoco variant needs a continuous-action"
                           " task (halfcheetah, hopper, ...)")
+    if variant == "mujoco" and len(set(o.hidden_dims)) != 1:
+        raise ConfigError(f"overrides.hidden_dims={list(o.hidden_dims)}: agents/sac.py builds "
+                          "equal hidden layers; give one size repeated, e.g. [256,256]")
     if variant == "cartpole" and o.agent_type == "vep" and o.prob_model:
         raise ConfigError("overrides.prob_model=true: not available with overrides.agent_type=vep"
                           " (the original asserts the same)")
@@ -445,9 +448,6 @@ def train_mujoco(cfg: DictConfig, run_dir: Path, device: torch.device) -> float:
     eval_env = envs.make_env(o.env, seed=seed + 42, **env_kw)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     hidden = list(o.hidden_dims)
-    if len(set(hidden)) != 1:
-        raise ConfigError(f"overrides.hidden_dims={hidden}: agents/sac.py builds equal hidden "
-                          "layers; give one size repeated")
     sac_cfg = SACConfig(gamma=o.discount, tau=o.tau, alpha=o.init_temperature, lr=o.critic_lr,
                         hidden_size=hidden[0], num_layers=len(hidden),
                         target_update_interval=o.target_update_period,
