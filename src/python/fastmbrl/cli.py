@@ -5,6 +5,7 @@
     fastmbrl train KEY=VALUE...   train (Hydra overrides), e.g.
                            fastmbrl train algorithm=mbpo overrides=mbpo_hopper seed=0
     fastmbrl plot RUN_DIR...   learning curves (mean and spread over seeds) of runs' results.csv
+    fastmbrl omd {tabular,cartpole,mujoco} ...   OMD's entry points (docs/omd.md)
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_omd(args: argparse.Namespace) -> int:
+    from .omd_cli import main as omd_main
+
+    return omd_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastmbrl", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -83,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "run-management keys such as resume); repeatable")
     pl.add_argument("--title", default=None)
     pl.set_defaults(fn=_cmd_plot)
+    o = sub.add_parser("omd", help="OMD: tabular figures, or the seed's cartpole/mujoco command "
+                       "lines translated to `fastmbrl train`", add_help=False)
+    o.add_argument("rest", nargs=argparse.REMAINDER)
+    o.set_defaults(fn=_cmd_omd)
     return p
 
 
@@ -90,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"]:  # everything after `train` belongs to Hydra (--help, -m, ...)
         return _cmd_train(argparse.Namespace(overrides=argv[1:]))
+    if argv[:1] == ["omd"]:  # the original's absl flags (--noflag, --config.x=...) pass as is
+        return _cmd_omd(argparse.Namespace(rest=argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "fn", None):

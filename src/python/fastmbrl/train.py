@@ -35,6 +35,7 @@ from .runs.rundir import RunDirError, RunLock, prepare_run_dir
 # groups against their schemas; raises ConfigError) and ``train(cfg, run_dir, device)``.
 ALGORITHMS = {
     "mbpo": "fastmbrl.algorithms.mbpo",
+    "omd": "fastmbrl.algorithms.omd",
 }
 
 
