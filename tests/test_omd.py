@@ -87,10 +87,11 @@ def test_halfcheetah_tiny_runs(extra, tmp_path):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("overrides.agent_type=sac", "overrides.agent_type='sac': allowed values are omd, mle, vep"),
+    ("overrides.agent_type=sac",
+     "overrides.agent_type='sac': allowed values are 'omd', 'mle', 'vep'"),
     ("+overrides.num_stepz=3", "unknown key overrides.num_stepz"),
-    ("overrides.eps=1.5", "overrides.eps=1.5: must be <= 1.0"),
-    ("algorithm.inverse=lu", "algorithm.inverse='lu': allowed values are exact, cg"),
+    ("overrides.eps=1.5", "overrides.eps=1.5: must be >= 0.0 and <= 1.0"),
+    ("algorithm.inverse=lu", "algorithm.inverse='lu': allowed values are 'exact', 'cg'"),
     ("overrides.env=hopper", "overrides.env='hopper': the cartpole variant needs a discrete"),
 ])
 def test_config_errors_before_any_work(override, message, tmp_path):
