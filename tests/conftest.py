@@ -15,8 +15,8 @@ from fastmbrl import _native
 # then be the installed wheel, not the source tree (an editable install imports from src/).
 if os.environ.get("FASTMBRL_TEST_INSTALLED") == "1":
     _package = Path(fastmbrl.__file__).resolve().parent
-    if Path(__file__).resolve().parents[1] in _package.parents or "site-packages" not in str(
-            _package):
+    _source = Path(__file__).resolve().parents[1] / "src" / "python" / "fastmbrl"
+    if _package == _source or "site-packages" not in _package.parts:
         raise pytest.UsageError(f"FASTMBRL_TEST_INSTALLED=1 but fastmbrl is imported from "
                                 f"{_package}, not from an installed wheel in site-packages")
     if not _native.HAS_NATIVE:

@@ -22,8 +22,6 @@ import pytest
 
 from fastmbrl.runs.plot import DEFAULT_IGNORE_KEYS, aggregate
 
-pytestmark = pytest.mark.slow
-
 HAS_RAY = importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None
 HAS_SUBMITIT = importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason='hydra-ray-launcher not installed: '
@@ -86,6 +84,7 @@ def check_sweep(tmp_path: Path, launcher_target: str) -> list[str]:
     return ids
 
 
+@pytest.mark.slow
 @needs_ray
 def test_ray_launcher_runs_a_three_seed_sweep(tmp_path):
     res = sweep(tmp_path, "hydra/launcher=ray", "hydra.launcher.ray.init.num_cpus=2")
@@ -94,6 +93,7 @@ def test_ray_launcher_runs_a_three_seed_sweep(tmp_path):
     assert ids == ["job_id_for_0", "job_id_for_1", "job_id_for_2"]
 
 
+@pytest.mark.slow
 @needs_submitit
 def test_submitit_local_launcher_runs_a_three_seed_sweep(tmp_path):
     res = sweep(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=20")
@@ -102,6 +102,19 @@ def test_submitit_local_launcher_runs_a_three_seed_sweep(tmp_path):
                       "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher")
     assert len(set(ids)) == 3 and all(i.isdigit() for i in ids)  # submitit's job ids (pids)
     assert list((tmp_path / "exp" / "mbpo" / "default" / ".submitit").glob("*/*_result.pkl"))
+
+
+def test_a_launcher_without_its_extra_is_a_clear_error():
+    """`hydra/launcher=ray` without hydra-ray-launcher: one line naming the extra, exit 2."""
+    code = ("import sys; sys.modules['hydra_plugins.hydra_ray_launcher'] = None; "
+            "from fastmbrl.cli import main; "
+            "sys.exit(main(['train', '-m', 'hydra/launcher=ray', 'seed=0,1']))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 2
+    assert res.stderr.strip() == (
+        'fastmbrl train: configuration error: hydra/launcher=ray needs the hydra-ray-launcher '
+        'plugin: pip install "fastmbrl[ray]" (see docs/sweeps.md)')
 
 
 # A stand-in for a SLURM cluster's commands: `sbatch` records the script it is given, answers
@@ -147,6 +160,7 @@ FAKE_SLURM = textwrap.dedent('''\
     ''')
 
 
+@pytest.mark.slow
 @needs_submitit
 def test_submitit_slurm_launcher_submits_the_configured_sbatch_job(tmp_path):
     bin_dir, log = tmp_path / "bin", tmp_path / "slurm"
