@@ -13,8 +13,11 @@ import csv
 import importlib.util
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -43,21 +46,22 @@ TINY = [
 SEEDS = (0, 1, 2)
 
 
-def sweep(tmp_path: Path, *launcher: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def sweep(tmp_path: Path, *launcher: str, env: dict | None = None,
+          seeds=SEEDS) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "fastmbrl", "train", "-m", *launcher, *TINY,
-           f"seed={','.join(map(str, SEEDS))}", f"root_dir={tmp_path / 'exp'}"]
+           f"seed={','.join(map(str, seeds))}", f"root_dir={tmp_path / 'exp'}"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path,
                          env={**os.environ, **(env or {})})
     assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
     return res
 
 
-def check_sweep(tmp_path: Path, launcher_target: str) -> list[str]:
+def check_sweep(tmp_path: Path, launcher_target: str, seeds=SEEDS) -> list[str]:
     """Every job's run directory is complete; returns the jobs' hydra.job.id values."""
     sweep_dir = tmp_path / "exp" / "mbpo" / "default"
     assert (sweep_dir / "multirun.yaml").exists()
     ids = []
-    for seed in SEEDS:
+    for seed in seeds:
         run = sweep_dir / "inverted_pendulum" / f"seed{seed}"
         with open(run / "results.csv") as f:
             rows = list(csv.DictReader(f))
@@ -72,10 +76,10 @@ def check_sweep(tmp_path: Path, launcher_target: str) -> list[str]:
         assert f"_target_: {launcher_target}" in hydra_yaml  # the job went through it
         ids.append(re.search(r"\n    id: (\S+)\n", hydra_yaml).group(1).strip("'\""))
 
-    # `fastmbrl plot` on the sweep folder: the three seeds form one curve
+    # `fastmbrl plot` on the sweep folder: the seeds form one curve
     (curve,) = aggregate([sweep_dir], "env_step", "episode_return", None, "results.csv",
                          DEFAULT_IGNORE_KEYS)
-    assert curve.n == 3
+    assert curve.n == len(seeds)
     png = tmp_path / "sweep.png"
     res = subprocess.run([sys.executable, "-m", "fastmbrl", "plot", str(sweep_dir), "--out",
                           str(png)], capture_output=True, text=True, timeout=300)
@@ -91,6 +95,43 @@ def test_ray_launcher_runs_a_three_seed_sweep(tmp_path):
     assert "Ray Launcher is launching 3 jobs" in res.stdout + res.stderr
     ids = check_sweep(tmp_path, "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher")
     assert ids == ["job_id_for_0", "job_id_for_1", "job_id_for_2"]
+
+
+@pytest.mark.slow
+@needs_ray
+def test_ray_launcher_joins_a_running_ray(tmp_path):
+    """A Ray started as a cluster head (`ray start --head --block`, in its own temp dir, ended
+    by terminating that process: its reaper stops the node) runs the sweep's jobs."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths are long
+    ray_exe = str(Path(sys.executable).with_name("ray"))
+    head = subprocess.Popen([ray_exe, "start", "--head", "--block", f"--port={port}",
+                             "--num-cpus=2", "--include-dashboard=false",
+                             "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        address, seen = None, []
+        for line in head.stdout:
+            seen.append(line)
+            if m := re.search(r"--address='([^']+)'", line):
+                address = m.group(1)
+            if "will now block" in line:
+                break
+        assert address and address.endswith(f":{port}"), "".join(seen)
+        # `ray start` turns on Ray's token authentication (ray >= 2.5x); a driver joining by
+        # address must then use it too (the token is this user's ~/.ray/auth_token)
+        res = sweep(tmp_path, "hydra/launcher=ray", f"hydra.launcher.ray.init.address={address}",
+                    seeds=(0, 1), env={"RAY_AUTH_MODE": "token"})
+        assert f"Connecting to existing Ray cluster at address: {address}" in (res.stdout
+                                                                             + res.stderr)
+        check_sweep(tmp_path, "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher",
+                    seeds=(0, 1))
+    finally:
+        head.terminate()
+        head.wait(timeout=120)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.slow
