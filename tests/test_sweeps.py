@@ -1,7 +1,8 @@
 """Sweeps through Hydra launchers (docs/sweeps.md): a 3-job multirun of tiny MBPO runs through
 the Ray launcher (a local Ray) and through submitit_local, each job's run directory complete
-and `fastmbrl plot` aggregating the sweep; the SLURM launcher's sbatch file, submitted to a
-stand-in `sbatch` that records it and runs the array's tasks on this machine.
+and `fastmbrl plot` aggregating the sweep; a sweep sent to a running Ray head by address; the
+SLURM launcher's sbatch file, submitted to a stand-in `sbatch` that records it and runs the
+array's tasks on this machine; a launcher whose extra is missing is a one-line error.
 
 The launchers are optional extras (`pip install "fastmbrl[ray]"`, `"fastmbrl[slurm]"`); without
 them these tests skip and say which extra is missing.
