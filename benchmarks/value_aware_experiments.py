@@ -7,12 +7,22 @@
     python benchmarks/value_aware_experiments.py --print
 
     # a short CPU run of every cell (what benchmarks/results/*-value_aware_experiments holds)
-    python benchmarks/value_aware_experiments.py --short --steps 1000 --jobs 2 \\
+    python benchmarks/value_aware_experiments.py --short --steps 1000 --launcher ray --jobs 2 \\
         --root exp/value_aware_short --out benchmarks/results/2026-11-21-cpu-value_aware_experiments
 
-Each cell is one ``fastmbrl train`` run (resumable: re-running continues killed runs). The
-summary (``summary.json``, ``summary.md``) lists per cell the last and best evaluation return,
-the model's validation score and the wall-clock time; ``curves.png`` plots the returns.
+    # the full grid on a SLURM cluster, one GPU per run (pip install "fastmbrl[slurm]")
+    python benchmarks/value_aware_experiments.py --launcher submitit_slurm --root exp/va \\
+        hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=1 hydra.launcher.timeout_min=4320
+
+The grid is ONE Hydra multirun (`fastmbrl train -m`), sent to the launcher that ``--launcher``
+names (docs/sweeps.md): ``basic`` (Hydra's own, one run after another; no extra needed), ``ray``
+(a local Ray, or a cluster with ``hydra.launcher.ray.init.address=...``), ``submitit_local`` or
+``submitit_slurm``. Each cell is a pair of config groups, ``+va_setting=...`` and
+``+va_method=...``, written from SETTINGS and METHODS below into ``<root>/conf`` and found
+through ``hydra.searchpath``; so a cell's run is ``<root>/mbpo/<setting>-<method>/<env>/seedN``
+and every run is resumable (the sweep passes ``resume=true``: re-running continues killed runs).
+The summary (``summary.json``, ``summary.md``) lists per cell the last and best evaluation
+return, the model's validation score and the wall-clock time; ``curves.png`` plots the returns.
 ``--summarize-only`` rereads existing runs.
 """
 
@@ -21,11 +31,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
 from pathlib import Path
+
+import yaml
 
 METHODS = {
     # the seeds' commands: VaGraM's ICLR MLE baseline used the Gaussian ensemble with batch 256
@@ -48,35 +61,99 @@ SHORT = ["algorithm.initial_exploration_steps=500", "overrides.epoch_length=250"
          "+overrides.num_epochs_train_model=5", "+overrides.v_update_batch_size=1000"]
 
 
+LAUNCHERS = ("basic", "ray", "submitit_local", "submitit_slurm")
+RUN_KEYS = ["progress=false", "resume=true", "use_tensorboard=false"]
+
+
+def cell_args(args, name: str) -> list[str]:
+    """The overrides of one cell as a plain `fastmbrl train` command would take them."""
+    setting, method = name.split("-", 1)
+    out = [*SETTINGS[setting], *METHODS[method], f"experiment={name}", f"seed={args.seed}",
+           f"root_dir={args.root}"]
+    if args.steps:
+        out.append(f"overrides.num_steps={args.steps}")
+    if args.short:
+        out += SHORT
+    return out + list(args.extra)
+
+
 def commands(args) -> dict[str, list[str]]:
-    out = {}
-    for setting, s_args in SETTINGS.items():
-        for method, m_args in METHODS.items():
-            name = f"{setting}-{method}"
-            cmd = ["fastmbrl", "train", *s_args, *m_args, f"experiment={name}",
-                   f"seed={args.seed}", f"root_dir={args.root}"]
-            if args.steps:
-                cmd.append(f"overrides.num_steps={args.steps}")
-            if args.short:
-                cmd += SHORT
-            cmd += args.extra
-            out[name] = cmd
-    return out
+    """One `fastmbrl train` command per cell (what --print shows)."""
+    return {f"{setting}-{method}": ["fastmbrl", "train", *cell_args(args, f"{setting}-{method}")]
+            for setting in SETTINGS for method in METHODS}
 
 
-def run_one(name: str, cmd: list[str], log_dir: Path) -> float:
+def group_config(overrides: list[str]) -> str:
+    """A config-group file (package _global_) applying ``overrides``: ``group=option`` picks a
+    config group's option, ``[+]a.b=value`` and ``key=value`` set a key."""
+    defaults, values = [], {}
+    for item in overrides:
+        key, value = item.lstrip("+").split("=", 1)
+        if (resources.files("fastmbrl.conf") / key).is_dir():  # a config group of fastmbrl's
+            defaults.append({f"override /{key}": value})
+            continue
+        *parents, leaf = key.split(".")
+        node = values
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    body = {"defaults": [*defaults, "_self_"], **values}
+    return "# @package _global_\n" + yaml.safe_dump(body, sort_keys=False)
+
+
+def write_groups(conf: Path) -> None:
+    """SETTINGS and METHODS as the config groups va_setting and va_method in ``conf``."""
+    for group, table in (("va_setting", SETTINGS), ("va_method", METHODS)):
+        (conf / group).mkdir(parents=True, exist_ok=True)
+        for name, overrides in table.items():
+            extra = ([f"experiment=${{hydra:runtime.choices.va_setting}}-{name}"]
+                     if group == "va_method" else [])
+            (conf / group / f"{name}.yaml").write_text(group_config(overrides + extra))
+
+
+def sweep_command(args, names: list[str]) -> list[str]:
+    """The grid's cells ``names`` (and the seed) as one `fastmbrl train -m` multirun."""
+    root = Path(args.root).resolve()
+    settings = list(dict.fromkeys(n.split("-", 1)[0] for n in names))
+    methods = list(dict.fromkeys(n.split("-", 1)[1] for n in names))
+    cmd = ["fastmbrl", "train", "-m", f"hydra.searchpath=[file://{root / 'conf'}]",
+           f"+va_setting={','.join(settings)}", f"+va_method={','.join(methods)}",
+           f"seed={args.seed}", f"root_dir={root}", f"hydra.sweep.dir={root / 'mbpo'}",
+           "hydra.sweep.subdir=${experiment}/${overrides.env}/seed${seed}", *RUN_KEYS]
+    if args.launcher != "basic":
+        cmd.append(f"hydra/launcher={args.launcher}")
+    if args.launcher == "ray" and args.jobs:
+        cmd.append(f"hydra.launcher.ray.init.num_cpus={args.jobs}")  # jobs at once
+    if args.launcher == "submitit_slurm" and args.jobs:
+        cmd.append(f"hydra.launcher.array_parallelism={args.jobs}")
+    if args.steps:
+        cmd.append(f"overrides.num_steps={args.steps}")
+    if args.short:
+        cmd += SHORT
+    return cmd + list(args.extra)
+
+
+def run_sweep(args, names: list[str]) -> float:
+    """Write the config groups, run the multirun through the launcher; its wall time."""
+    root = Path(args.root).resolve()
+    write_groups(root / "conf")
+    cmd = sweep_command(args, names)
+    swept = {f"{s}-{m}" for s in dict.fromkeys(n.split("-", 1)[0] for n in names)
+             for m in dict.fromkeys(n.split("-", 1)[1] for n in names)}
+    if swept - set(names):  # a sweep is settings x methods: --only's cells may imply more
+        print(f"note: the sweep also runs {', '.join(sorted(swept - set(names)))}")
+    print(" ".join(shlex.quote(c) for c in cmd), flush=True)
     t = time.perf_counter()
-    log = log_dir / f"{name}.log"
-    full = [sys.executable, "-m", "fastmbrl", *cmd[1:], "progress=false", "resume=true",
-            "use_tensorboard=false"]
-    with open(log, "w") as f:
-        rc = subprocess.call(full, stdout=f, stderr=subprocess.STDOUT)
+    log = root / "sweep.log"
+    with open(log, "a") as f:
+        rc = subprocess.call([sys.executable, "-m", "fastmbrl", *cmd[1:]], stdout=f,
+                             stderr=subprocess.STDOUT)
     if rc:
-        print(f"{name}: exit {rc}, see {log}", flush=True)
+        print(f"the sweep exited with {rc}, see {log}", flush=True)
     return time.perf_counter() - t
 
 
-def summarize(root: Path, names: list[str], seed: int, wall: dict[str, float]) -> list[dict]:
+def summarize(root: Path, names: list[str], seed: int) -> list[dict]:
     rows = []
     for name in names:
         runs = list((root / "mbpo" / name).glob(f"*/seed{seed}/results.csv"))
@@ -91,7 +168,6 @@ def summarize(root: Path, names: list[str], seed: int, wall: dict[str, float]) -
             "last_return": returns[-1], "best_return": max(returns),
             "model_val_score": float(res[-1].get("model_val_score") or "nan"),
             "wall_time_s": float(res[-1]["wall_time_s"]),
-            "process_time_s": wall.get(name),
         })
     return rows
 
@@ -136,7 +212,12 @@ def main(argv=None) -> int:
     p.add_argument("--short", action="store_true", help="CPU-sized runs (see SHORT)")
     p.add_argument("--steps", type=int, default=None, help="overrides.num_steps")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel")
+    p.add_argument("--launcher", default="basic", choices=LAUNCHERS,
+                   help="Hydra launcher of the sweep (docs/sweeps.md): basic (one run after "
+                   "another), ray, submitit_local (every run at once), submitit_slurm")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="runs at once: ray (a local Ray's CPUs, one per run) and "
+                   "submitit_slurm (the array's parallelism)")
     p.add_argument("--root", default="exp/value_aware")
     p.add_argument("--only", nargs="*", default=None, help="cells to run (default: all)")
     p.add_argument("--out", default=None, help="directory for summary.json / summary.md")
@@ -147,23 +228,27 @@ def main(argv=None) -> int:
     cmds = commands(args)
     if args.only:
         cmds = {k: v for k, v in cmds.items() if k in args.only}
+    if args.jobs and args.launcher in ("basic", "submitit_local"):
+        p.error(f"--jobs does not apply to --launcher {args.launcher} (see --help)")
+    sweep = sweep_command(args, list(cmds))
     if args.print:
         for cmd in cmds.values():
             print(" ".join(cmd))
+        print("# the same cells as one sweep (its config groups are written by a run):")
+        print(" ".join(shlex.quote(c) for c in sweep))
         return 0
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
-    wall: dict[str, float] = {}
+    wall = None
     if not args.summarize_only:
-        with ThreadPoolExecutor(args.jobs) as pool:
-            futures = {name: pool.submit(run_one, name, cmd, root) for name, cmd in cmds.items()}
-            wall = {name: f.result() for name, f in futures.items()}
-    rows = summarize(root, list(cmds), args.seed, wall)
+        wall = run_sweep(args, list(cmds))
+    rows = summarize(root, list(cmds), args.seed)
     out = Path(args.out) if args.out else root
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps({"commands": {k: " ".join(v) for k, v in
-                                                               cmds.items()},
-                                                  "runs": rows}, indent=1))
+    (out / "summary.json").write_text(json.dumps({
+        "commands": {k: " ".join(v) for k, v in cmds.items()},
+        "sweep": " ".join(shlex.quote(c) for c in sweep), "launcher": args.launcher,
+        "sweep_wall_s": wall, "runs": rows}, indent=1))
     lines = ["| cell | env steps | last return | best return | model val score | wall s |",
              "|---|---|---|---|---|---|"]
     for r in rows:

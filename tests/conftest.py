@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
+import fastmbrl
 from fastmbrl import _native
+
+# CI's installed-wheel pass (.ci/run) sets FASTMBRL_TEST_INSTALLED=1: the package under test must
+# then be the installed wheel, not the source tree (an editable install imports from src/).
+if os.environ.get("FASTMBRL_TEST_INSTALLED") == "1":
+    _package = Path(fastmbrl.__file__).resolve().parent
+    _source = Path(__file__).resolve().parents[1] / "src" / "python" / "fastmbrl"
+    if _package == _source or "site-packages" not in _package.parts:
+        raise pytest.UsageError(f"FASTMBRL_TEST_INSTALLED=1 but fastmbrl is imported from "
+                                f"{_package}, not from an installed wheel in site-packages")
+    if not _native.HAS_NATIVE:
+        raise pytest.UsageError(f"FASTMBRL_TEST_INSTALLED=1 but the installed wheel's native "
+                                f"module does not load: {_native.IMPORT_ERROR}")
 
 
 def _cuda_usable() -> bool:

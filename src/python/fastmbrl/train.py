@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -129,8 +130,32 @@ def _hydra_main(cfg: DictConfig) -> float:
         _refuse(exc)
 
 
+# hydra/launcher=NAME -> (the plugin module it needs, the extra that installs it); docs/sweeps.md
+LAUNCHER_EXTRAS = {
+    "ray": ("hydra_plugins.hydra_ray_launcher", "ray"),
+    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+}
+
+
+def _missing_launcher(overrides: list[str]) -> str | None:
+    """The error for a ``hydra/launcher=`` whose optional plugin is not installed, else None."""
+    for item in overrides:
+        key, _, name = item.partition("=")
+        if key.lstrip("+~") == "hydra/launcher" and name in LAUNCHER_EXTRAS:
+            module, extra = LAUNCHER_EXTRAS[name]
+            if importlib.util.find_spec(module) is None:
+                return (f"hydra/launcher={name} needs the {module.split('.')[-1].replace('_', '-')}"
+                        f" plugin: pip install \"fastmbrl[{extra}]\" (see docs/sweeps.md)")
+    return None
+
+
 def main(overrides: list[str]) -> int:
     """Run ``fastmbrl train OVERRIDES...`` (Hydra's own flags such as ``-m`` work too)."""
+    missing = _missing_launcher(overrides)
+    if missing:
+        print(f"fastmbrl train: configuration error: {missing}", file=sys.stderr)
+        return 2
     sys.argv = ["fastmbrl train", *overrides]
     _hydra_main()
     return 0
