@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                     help="a run directory, or a folder with run directories below it")
     pl.add_argument("--out", default=None, help="PNG to write (default <y>_vs_<x>.png)")
-    pl.add_argument("--x", default="env_step", help="x column (default env_step)")
+    pl.add_argument("--x", "--xkey", dest="x", default="env_step",
+                    help="x column (default env_step; --xkey as mjrl's plot_from_logs)")
     pl.add_argument("--y", default="episode_return", help="y column (default episode_return)")
     pl.add_argument("--label", action="append", default=None,
                     help="curve label, one per RUN_DIR (runs sharing a label are averaged)")

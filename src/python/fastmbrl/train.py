@@ -27,6 +27,7 @@ from .runs.checkpoint import latest_checkpoint
 # groups against their schemas; raises ConfigError) and ``train(cfg, run_dir, device)``.
 ALGORITHMS = {
     "mbpo": "fastmbrl.algorithms.mbpo",
+    "mbnpg": "fastmbrl.algorithms.mbnpg",
 }
 
 
