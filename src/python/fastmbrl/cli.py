@@ -5,6 +5,8 @@
     fastmbrl train KEY=VALUE...   train (Hydra overrides), e.g.
                            fastmbrl train algorithm=mbpo overrides=mbpo_hopper seed=0
     fastmbrl plot RUN_DIR...   learning curves (mean and spread over seeds) of runs' results.csv
+    fastmbrl model-based-npg --output DIR --config FILE.txt   run an mjrl model-based NPG
+                           config file (prints the equivalent `fastmbrl train` command)
 """
 
 from __future__ import annotations
@@ -47,6 +49,18 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_model_based_npg(args: argparse.Namespace) -> int:
+    from .mjrl_config import main as npg_main
+    from .schema import ConfigError
+
+    try:
+        return npg_main(args.output, args.config, device=args.device, dry_run=args.dry_run,
+                        extra=args.overrides)
+    except ConfigError as e:
+        print(f"fastmbrl model-based-npg: configuration error: {e}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastmbrl", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -84,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "run-management keys such as resume); repeatable")
     pl.add_argument("--title", default=None)
     pl.set_defaults(fn=_cmd_plot)
+    mb = sub.add_parser(
+        "model-based-npg", help="run an mjrl v2 model-based NPG config file (PAL/MAL)",
+        description="Translate mjrl's run_model_based_npg.py config (a dict literal, parsed "
+        "safely) into `fastmbrl train algorithm=mbnpg ...` overrides, print that command and "
+        "run it. See docs/npg.md.")
+    mb.add_argument("--output", "-o", required=True, help="run directory")
+    mb.add_argument("--config", "-c", required=True, help="mjrl config file (.txt)")
+    mb.add_argument("--device", default=None,
+                    help="override the file's device (e.g. cpu or auto on a machine without GPU)")
+    mb.add_argument("--dry-run", action="store_true", help="only print the command")
+    mb.add_argument("overrides", nargs="*", help="further Hydra overrides, e.g. resume=true")
+    mb.set_defaults(fn=_cmd_model_based_npg)
     return p
 
 
