@@ -432,7 +432,6 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
         new_steps = sum(len(p["act"]) for p in new_paths)
         num_samples += new_steps * act_repeat
         train_score = float(np.mean([float(p["rew"].sum()) for p in new_paths]))
-        progress.update(0)
 
         # ---- 4. model fit (warm-started; refresh_fit: a fresh model every iteration) ---------
         t1 = time.perf_counter()
