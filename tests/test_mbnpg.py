@@ -143,3 +143,16 @@ def test_cli_train_and_plot_xkey(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     assert out.stat().st_size > 0
+
+
+def test_hopper_with_mjrl_file_masks_policy_and_baseline_inputs(tmp_path):
+    """mjrl's reward file brings obs_mask (velocities ×0.02): its policy and baseline see
+    masked observations, so fastmbrl's policy divides velocities by 50."""
+    with initialize_config_module("fastmbrl.conf", version_base="1.3"):
+        cfg = compose("main", overrides=[
+            "algorithm=mbnpg", "overrides=npg_hopper_pal", *TINY[2:]])
+    assert cfg.overrides.reward_file == "mjrl" and cfg.overrides.env == "hopper"
+    run(cfg, tmp_path)
+    state = load_checkpoint(latest_checkpoint(tmp_path))
+    assert state["policy"]["in_scale"].tolist() == [1.0] * 5 + [50.0] * 6
+    assert state["baseline"]["obs_scale"].tolist() == pytest.approx([1.0] * 5 + [0.02] * 6)

@@ -129,7 +129,7 @@ def test_baseline_fit_reduces_error_and_uses_time_features():
     returns = (50 - t).expand(20, 50) / 10 + obs[..., 0]
     valid = torch.ones(20, 50, dtype=torch.bool)
     base = MLPBaseline(3, seed=0)
-    feats = MLPBaseline.features(obs)
+    feats = base.features(obs)
     assert feats.shape == (20, 50, 7)
     torch.testing.assert_close(feats[0, 10, 3:], torch.tensor([0.01, 1e-4, 1e-6, 1e-8]))
     err0 = (base.predict(obs) - returns).square().mean()

@@ -348,14 +348,15 @@ class MLPBaseline(nn.Module):
             if i < len(sizes) - 2:
                 layers.append(nn.ReLU())
         self.net = nn.Sequential(*layers)
+        # observations are multiplied by this before the features (mjrl's obs_mask)
+        self.register_buffer("obs_scale", torch.ones(obs_dim))
         self.batch_size, self.epochs = int(batch_size), int(epochs)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr, weight_decay=weight_decay)
 
-    @staticmethod
-    def features(obs: torch.Tensor) -> torch.Tensor:
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
         """``obs [P, T, O]`` -> ``[P, T, O + 4]``: clipped scaled obs and (t/1000)^{1..4}."""
         P, T, _ = obs.shape
-        o = obs.float().clamp(-10.0, 10.0) / 10.0
+        o = (obs.float() * self.obs_scale).clamp(-10.0, 10.0) / 10.0
         t = (torch.arange(T, device=obs.device, dtype=torch.float32) / 1000.0).view(1, T, 1)
         tf = torch.cat([t, t ** 2, t ** 3, t ** 4], -1).expand(P, T, 4)
         return torch.cat([o, tf], -1)

@@ -372,6 +372,10 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
                                o.min_log_std, seed=seed).to(device)
     baseline = MLPBaseline(obs_dim, tuple(alg.baseline_hidden_sizes), seed=seed).to(device)
     reward_fn, term_fn = known_reward(o), termination_of(o)
+    if "mjrl" in (o.reward_file, o.termination):  # mjrl's file brings its obs_mask
+        mask = torch.tensor(mjrl_fns.OBS_MASKS[o.env], device=device)
+        policy.in_scale.copy_(1.0 / mask)  # (s - 0)/(1/mask) = mask ⊙ s: the masked obs
+        baseline.obs_scale.copy_(mask)
     gamma, lam = ((o.gamma, o.gae_lambda) if alg.discount_from_config
                   else (alg.effective_gamma, alg.effective_gae_lambda))
     npg_cfg = NPGConfig(normalized_step_size=float(o.step_size), cg_iters=int(o.cg_iters),

@@ -40,4 +40,7 @@ def hopper_termination(obs: torch.Tensor) -> torch.Tensor:
 
 
 REWARD_FNS = {"hopper": hopper_reward}
+#: the files' ``obs_mask``: mjrl's environment multiplies observations by it, so its policy and
+#: baseline see velocities ×0.02 (fastmbrl applies it as the policy's input scale instead)
+OBS_MASKS = {"hopper": HOPPER_OBS_MASK}
 TERM_FNS = {"hopper": hopper_termination}
