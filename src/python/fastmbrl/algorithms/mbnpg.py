@@ -24,7 +24,8 @@ Differences from mjrl, each with its switch (``algorithm.*``) where results depe
 - every real transition is used for the model, including each path's last one (mjrl drops it).
 - rewards: ``overrides.reward_file=env`` uses fastmbrl's reward function of the task,
   ``mjrl`` the mjrl reward file's formula (Hopper); ``overrides.termination`` likewise
-  (``mjrl``: the file's stricter Hopper rule).
+  (``mjrl``: the file's stricter Hopper rule). With either, the file's ``obs_mask`` is applied
+  as mjrl's environment applies it: the policy's input scale and the baseline's features.
 """
 
 from __future__ import annotations
