@@ -30,6 +30,7 @@ OPS = {
     "vagram_loss": "cases_vagram",
     "value_aware_loss": "cases_value_aware",
     "value_gradients": "cases_value_grad",
+    "ensemble_disagreement": "cases_disagreement",
 }
 
 

@@ -463,3 +463,16 @@ def test_bias_gradient_accumulates_in_double(emu):
     (db,) = torch.autograd.grad((out * g).sum(), (b,))
     assert "bias_grad_kernel<T>" in emu.launches()
     torch.testing.assert_close(db.double(), g.double().sum(1), rtol=3e-7, atol=0)
+
+
+# ---- ensemble_disagreement ---------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["f32", "f64"])
+# one warp per row, 8 rows a block: N=1 (a partial block), N=9 (two blocks, the second one
+# mostly idle), O=37 and O=1 (lanes with no column), E up to 8
+@pytest.mark.parametrize("shape", [(2, 1, 1), (2, 9, 37), (5, 17, 3), (8, 33, 70), (3, 1, 1)],
+                         ids=lambda s: "E{}N{}O{}".format(*s))
+def test_disagreement(emu, dtype, shape, gen):
+    pred = harness.padded(_rand(*shape, dtype=dtype, gen=gen))
+    got = run_all_orders(emu, lambda: ops.ensemble_disagreement(pred, backend="native"),
+                         ("disagreement",))
+    torch.testing.assert_close(got[0], ops.ensemble_disagreement_reference(pred), **TOL[dtype])

@@ -26,8 +26,17 @@ import pytest
 
 from fastmbrl.runs.plot import DEFAULT_IGNORE_KEYS, aggregate
 
-HAS_RAY = importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None
-HAS_SUBMITIT = importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None
+
+def _has_plugin(name: str) -> bool:
+    # find_spec of a submodule raises when the parent package (hydra_plugins) is absent
+    try:
+        return importlib.util.find_spec(f"hydra_plugins.{name}") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+HAS_RAY = _has_plugin("hydra_ray_launcher")
+HAS_SUBMITIT = _has_plugin("hydra_submitit_launcher")
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason='hydra-ray-launcher not installed: '
                                'pip install "fastmbrl[ray]"')
 needs_submitit = pytest.mark.skipif(not HAS_SUBMITIT, reason='hydra-submitit-launcher not '

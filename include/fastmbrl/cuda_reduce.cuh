@@ -24,6 +24,13 @@ __device__ __forceinline__ T block_sum(T v, T* warp_sums) {
   return v;
 }
 
+// Sum of v over the 32 lanes of a full warp; every lane gets the total (butterfly shuffles).
+template <typename T>
+__device__ __forceinline__ T warp_sum_all(T v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
 // The same with its own shared scratch (one array per block size and type in each kernel).
 template <int kThreads, typename T>
 __device__ __forceinline__ T block_sum(T v) {

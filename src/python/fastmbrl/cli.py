@@ -6,6 +6,8 @@
                            fastmbrl train algorithm=mbpo overrides=mbpo_hopper seed=0
     fastmbrl plot RUN_DIR...   learning curves (mean and spread over seeds) of runs' results.csv
     fastmbrl omd {tabular,cartpole,mujoco} ...   OMD's entry points (docs/omd.md)
+    fastmbrl model-based-npg --output DIR --config FILE.txt   run an mjrl model-based NPG
+                           config file (prints the equivalent `fastmbrl train` command)
 """
 
 from __future__ import annotations
@@ -52,6 +54,16 @@ def _cmd_omd(args: argparse.Namespace) -> int:
     from .omd_cli import main as omd_main
 
     return omd_main(args.rest)
+def _cmd_model_based_npg(args: argparse.Namespace) -> int:
+    from .mjrl_config import main as npg_main
+    from .schema import ConfigError
+
+    try:
+        return npg_main(args.output, args.config, device=args.device, dry_run=args.dry_run,
+                        extra=args.overrides)
+    except ConfigError as e:
+        print(f"fastmbrl model-based-npg: configuration error: {e}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                     help="a run directory, or a folder with run directories below it")
     pl.add_argument("--out", default=None, help="PNG to write (default <y>_vs_<x>.png)")
-    pl.add_argument("--x", default="env_step", help="x column (default env_step)")
+    pl.add_argument("--x", "--xkey", dest="x", default="env_step",
+                    help="x column (default env_step; --xkey as mjrl's plot_from_logs)")
     pl.add_argument("--y", default="episode_return", help="y column (default episode_return)")
     pl.add_argument("--label", action="append", default=None,
                     help="curve label, one per RUN_DIR (runs sharing a label are averaged)")
@@ -94,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
                        "lines translated to `fastmbrl train`", add_help=False)
     o.add_argument("rest", nargs=argparse.REMAINDER)
     o.set_defaults(fn=_cmd_omd)
+    mb = sub.add_parser(
+        "model-based-npg", help="run an mjrl v2 model-based NPG config file (PAL/MAL)",
+        description="Translate mjrl's run_model_based_npg.py config (a dict literal, parsed "
+        "safely) into `fastmbrl train algorithm=mbnpg ...` overrides, print that command and "
+        "run it. See docs/npg.md.")
+    mb.add_argument("--output", "-o", required=True, help="run directory")
+    mb.add_argument("--config", "-c", required=True, help="mjrl config file (.txt)")
+    mb.add_argument("--device", default=None,
+                    help="override the file's device (e.g. cpu or auto on a machine without GPU)")
+    mb.add_argument("--dry-run", action="store_true", help="only print the command")
+    mb.add_argument("overrides", nargs="*", help="further Hydra overrides, e.g. resume=true")
+    mb.set_defaults(fn=_cmd_model_based_npg)
     return p
 
 

@@ -37,6 +37,7 @@ from .runs.rundir import RunDirError, RunLock, prepare_run_dir
 ALGORITHMS = {
     "mbpo": "fastmbrl.algorithms.mbpo",
     "omd": "fastmbrl.algorithms.omd",
+    "mbnpg": "fastmbrl.algorithms.mbnpg",
 }
 
 

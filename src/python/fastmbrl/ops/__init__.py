@@ -1,6 +1,7 @@
 """fastmbrl ops: each module holds an op's pure-PyTorch reference (its definition), validation,
 ``torch.library`` registration (``torch.ops.fastmbrl.*``) and dispatch to native kernels."""
 
+from .disagreement import ensemble_disagreement, ensemble_disagreement_reference
 from .mlp import bound_logvar, ensemble_mlp, ensemble_mlp_reference
 from .nll import gaussian_nll, gaussian_nll_reference
 from .rollout import ensemble_rollout_step, ensemble_rollout_step_reference, member_indices
@@ -15,6 +16,8 @@ from .value_grad import clip_norms_at_quantile, sac_value_fn, value_gradients
 
 __all__ = [
     "bound_logvar",
+    "ensemble_disagreement",
+    "ensemble_disagreement_reference",
     "ensemble_mlp",
     "ensemble_mlp_reference",
     "ensemble_rollout_step",
