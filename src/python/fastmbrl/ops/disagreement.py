@@ -13,8 +13,9 @@ temporary):
 - CPU: one loop per row over the member pairs, squared distances accumulated in the input
   dtype (float32 or float64), row-parallel with OpenMP-free plain loops.
 - CUDA: one warp per row; the lanes stride over O, each pair's squared distance is reduced with
-  warp shuffles and the maximum kept in registers. **Compiled for sm_80/sm_90, not yet verified
-  on a GPU** (none on the development machine; the CUDA test skips without one).
+  warp shuffles and the maximum kept in registers. Compiled for sm_80/sm_90; verified by the
+  SIMT emulation in CI (tests/test_cuda_emulation.py), **not yet run on a GPU** (the GPU test
+  skips without one).
 
 ``backend="reference"`` (or ``FASTMBRL_BACKEND=reference``) forces the reference, ``"native"``
 the kernel. CPU verdict: see ``PREFER_NATIVE_CPU`` and benchmarks/results/*-disagreement*.
