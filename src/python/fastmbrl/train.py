@@ -85,6 +85,19 @@ def _job_config(cfg: DictConfig) -> DictConfig:
     return task
 
 
+def _validate_job(cfg: DictConfig) -> None:
+    """validate() a composed job config with HydraConfig set to it, as Hydra sets it when the
+    job runs: interpolations such as ``${hydra:runtime.choices.GROUP}`` then resolve."""
+    hc = HydraConfig.instance()
+    before = hc.cfg
+    hc.set_config(cfg)
+    try:
+        validate(_job_config(cfg))
+    finally:
+        if before is not None:
+            hc.cfg = before
+
+
 def _refuse(exc: Exception) -> None:
     kind = "configuration error" if isinstance(exc, ConfigError) else "error"
     print(f"fastmbrl train: {kind}: {exc}", file=sys.stderr)
@@ -97,7 +110,7 @@ class CheckBeforeWriting(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         try:
-            validate(_job_config(config))
+            _validate_job(config)
         except ConfigError as exc:
             _refuse(exc)
 
@@ -113,8 +126,7 @@ class CheckBeforeWriting(Callback):
         for batch in BasicSweeper.split_arguments(overrides, None):
             for job in batch:
                 try:
-                    job_cfg = loader.load_sweep_config(config, list(job))
-                    validate(_job_config(job_cfg))
+                    _validate_job(loader.load_sweep_config(config, list(job)))
                 except ConfigError as exc:
                     which = " ".join(j for j in job if j.split("=", 1)[0] in swept)
                     _refuse(ConfigError(f"{exc} (in the sweep job {which})"))
@@ -139,13 +151,20 @@ LAUNCHER_EXTRAS = {
 }
 
 
+def _has_module(name: str) -> bool:
+    try:  # find_spec of a submodule raises when its parent package is absent
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def _missing_launcher(overrides: list[str]) -> str | None:
     """The error for a ``hydra/launcher=`` whose optional plugin is not installed, else None."""
     for item in overrides:
         key, _, name = item.partition("=")
         if key.lstrip("+~") == "hydra/launcher" and name in LAUNCHER_EXTRAS:
             module, extra = LAUNCHER_EXTRAS[name]
-            if importlib.util.find_spec(module) is None:
+            if not _has_module(module):
                 return (f"hydra/launcher={name} needs the {module.split('.')[-1].replace('_', '-')}"
                         f" plugin: pip install \"fastmbrl[{extra}]\" (see docs/sweeps.md)")
     return None
