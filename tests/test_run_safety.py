@@ -470,6 +470,13 @@ def test_any_registered_algorithm_gets_the_restart_rules_and_the_lock(toy, tmp_p
     for name in ("results.csv", "train.csv"):
         a, b, c = (read_rows(x / name) for x in (full, d, tmp_path / "early"))
         assert a == b == c and [int(r["env_step"]) for r in a] == list(range(1, 11)), name
+    # train.log: every attempt, in order, appended (the refusal above added nothing)
+    log = (d / "train.log").read_text()
+    marks = ["] start toy in ", "] stopped by KeyboardInterrupt: killed", "] resume toy in ",
+             "] resume: dropped the rows logged after ckpt_000000000006.pt", "] finished: "]
+    at = [log.find(m) for m in marks]
+    assert -1 not in at and at == sorted(at) and log.count("] start ") == 1, log
+    assert "Traceback" not in log  # a kill is a one-line note
     with RunLock(d), pytest.raises(RunDirError, match="in use by another process"):
         run(toy("resume=true"), d)
     with pytest.raises(ConfigError, match=r"algorithm.steps=0: must be >= 1"):

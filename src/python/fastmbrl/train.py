@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from . import _native
 from ._io import atomic_write
 from .config import ConfigError, resolve_device, validate
 from .runs.checkpoint import CheckpointError
-from .runs.logger import write_config
+from .runs.logger import run_log, run_log_file, write_config
 from .runs.rundir import RunDirError, RunLock, prepare_run_dir
 
 # algorithm.name -> the module that runs it. Each module has ``validate(cfg)`` (its config
@@ -57,14 +58,15 @@ def run(cfg: DictConfig, run_dir: str | Path,
     written; the run directory is locked for the whole run; a restart resumes from the newest
     intact checkpoint with the CSVs cut back to it, or refuses/starts afresh (runs.rundir);
     the resolved config (``config.yaml``, ``.hydra/config.yaml`` and ``extra_files``,
-    relative paths -> configs) is written only after that.
+    relative paths -> configs) is written only after that; ``train.log`` gets what the run
+    reports (start, resume, evaluations, the error that stopped it).
     """
     algo = algorithm_module(cfg)
     validate(cfg)
     device = resolve_device(cfg.device)
     run_dir = Path(run_dir)
     with RunLock(run_dir):
-        prepare_run_dir(run_dir, resume=bool(cfg.resume))
+        start = prepare_run_dir(run_dir, resume=bool(cfg.resume))
         _native.set_backend(str(cfg.backend))
         if cfg.get("torch_threads"):
             torch.set_num_threads(int(cfg.torch_threads))
@@ -74,7 +76,14 @@ def run(cfg: DictConfig, run_dir: str | Path,
             path = run_dir / name
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, lambda f, n=node: f.write(OmegaConf.to_yaml(n)), binary=False)
-        return algo.train(cfg, run_dir, device)
+        with run_log_file(run_dir):
+            run_log.info("%s %s in %s (pid %d)", "resume" if start.checkpoint else "start",
+                         cfg.algorithm.name, run_dir, os.getpid())
+            for msg in start.messages:
+                run_log.info(msg)
+            best = algo.train(cfg, run_dir, device)
+            run_log.info("finished: best evaluation return %s", best)
+            return best
 
 
 def _job_config(cfg: DictConfig) -> DictConfig:

@@ -52,7 +52,7 @@ from ..runs.checkpoint import (
     save_run_checkpoint,
     set_rng_state,
 )
-from ..runs.logger import RunLogger
+from ..runs.logger import RunLogger, say
 from ..runs.progress import StepProgress
 from ..schema import ConfigError, check, spec
 
@@ -400,7 +400,7 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
         iteration, num_samples = state["iteration"], state["num_samples"]
         best_eval, wall_time_before = state["best_eval"], state["wall_time_s"]
         set_rng_state(state["rng"], generators=[gen], numpy_generators=env_rngs)
-        print(f"resumed from {ckpt_path}: iteration {iteration}, {num_samples} env steps")
+        say(f"resumed from {ckpt_path}: iteration {iteration}, {num_samples} env steps")
     logger = RunLogger(run_dir, use_tensorboard=cfg.use_tensorboard, use_wandb=cfg.use_wandb,
                        wandb_kwargs=dict(project=cfg.wandb_project_name,
                                          group=cfg.wandb_group_name,

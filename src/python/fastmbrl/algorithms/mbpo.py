@@ -54,7 +54,7 @@ from ..runs.checkpoint import (
     save_run_checkpoint,
     set_rng_state,
 )
-from ..runs.logger import RunLogger
+from ..runs.logger import RunLogger, say
 from ..runs.progress import StepProgress
 from ..schema import ConfigError, check, spec
 from .common import (
@@ -342,7 +342,7 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
         # restored model and policy (the rollouts the next model update would make anyway)
         regenerate_model_buffer = state.get("model_buffer") is None and bool(model.elite_models)
         set_rng_state(state["rng"], generators=[gen], numpy_generators=env_rngs)
-        print(f"resumed from {ckpt_path}: epoch {epoch}, env step {env_steps}")
+        say(f"resumed from {ckpt_path}: epoch {epoch}, env step {env_steps}")
     # a resumed run drops the log rows written after its checkpoint: they are redone
     logger = RunLogger(run_dir, use_tensorboard=cfg.use_tensorboard, use_wandb=cfg.use_wandb,
                        wandb_kwargs=dict(project=cfg.wandb_project_name,

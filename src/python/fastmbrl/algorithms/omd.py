@@ -50,7 +50,7 @@ from ..runs.checkpoint import (
     save_run_checkpoint,
     set_rng_state,
 )
-from ..runs.logger import RunLogger
+from ..runs.logger import RunLogger, say
 from ..runs.progress import StepProgress
 from ..schema import ConfigError, check, spec
 from .common import evaluate as evaluate_sac
@@ -370,7 +370,7 @@ def train_cartpole(cfg: DictConfig, run_dir: Path, device: torch.device) -> floa
         step, episode, best_eval = state["step"], state["episode"], state["best_eval"]
         wall_before, skip_eval = state["wall_time_s"], True
         set_rng_state(state["rng"], generators=[gen], numpy_generators=env_rngs)
-        print(f"resumed from {ckpt}: env step {step} (a new episode starts)")
+        say(f"resumed from {ckpt}: env step {step} (a new episode starts)")
     logger = _logger(cfg, run_dir, step if ckpt is not None else None)
     t0 = time.perf_counter()
     evals_done = 0
@@ -548,7 +548,7 @@ def train_mujoco(cfg: DictConfig, run_dir: Path, device: torch.device) -> float:
         buffer.load_state_dict(state["buffer"])
         step, best_eval, wall_before = state["step"], state["best_eval"], state["wall_time_s"]
         set_rng_state(state["rng"], generators=[gen], numpy_generators=env_rngs)
-        print(f"resumed from {ckpt}: env step {step} (a new episode starts)")
+        say(f"resumed from {ckpt}: env step {step} (a new episode starts)")
     logger = _logger(cfg, run_dir, step if ckpt is not None else None)
     t0 = time.perf_counter()
     evals_done = 0

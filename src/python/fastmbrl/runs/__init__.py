@@ -4,6 +4,7 @@ A run directory (see ``docs/runs.md``) holds::
 
     .lock                                   the run-directory lock (rundir.RunLock)
     config.yaml, .hydra/config.yaml         the resolved config
+    train.log                               what the run reported (runs.logger.say)
     results.csv                             evaluation rows: env_step, episode_return, ...
     train.csv (and other <group>.csv)       training scalars: losses, ...
     checkpoints/ckpt_<step>.pt              atomic, checksummed checkpoints

@@ -22,8 +22,10 @@ again, and the CSVs end up with the same content as those of an uninterrupted ru
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import logging
 import math
 import numbers
 import os
@@ -36,7 +38,40 @@ import torch
 
 from .._io import atomic_write
 
-__all__ = ["RunLogger", "write_config", "read_csv"]
+__all__ = ["RunLogger", "write_config", "read_csv", "run_log", "say", "run_log_file"]
+
+# The run's human-readable log: what a run prints (start, resume, one line per evaluation,
+# errors) also goes to ``<run_dir>/train.log`` while ``run_log_file`` is open (fastmbrl.train.run
+# opens it for every algorithm, after the start checks). Not propagated: say() prints itself.
+run_log = logging.getLogger("fastmbrl.run")
+run_log.propagate = False
+run_log.setLevel(logging.INFO)
+
+
+def say(message: str) -> None:
+    """Print ``message`` and add it to the run's ``train.log`` (when one is open)."""
+    print(message, flush=True)
+    run_log.info(message)
+
+
+@contextlib.contextmanager
+def run_log_file(run_dir: str | os.PathLike, name: str = "train.log"):
+    """Append what :func:`say` (and ``StepProgress.write``) reports to ``run_dir/name``, one
+    timestamped line each, for the duration of the ``with``; an exception leaving the block
+    is written there with its traceback. A resumed run appends to the same file."""
+    handler = logging.FileHandler(Path(run_dir) / name, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s"))
+    run_log.addHandler(handler)
+    try:
+        yield handler
+    except BaseException as exc:
+        # a traceback for errors; a one-line note for Ctrl-C and exits
+        trace = not isinstance(exc, KeyboardInterrupt | SystemExit)
+        run_log.error("stopped by %s: %s", type(exc).__name__, exc, exc_info=exc if trace else None)
+        raise
+    finally:
+        run_log.removeHandler(handler)
+        handler.close()
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

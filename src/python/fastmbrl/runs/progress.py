@@ -18,6 +18,8 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
+from .logger import run_log
+
 __all__ = ["StepProgress"]
 
 
@@ -79,11 +81,12 @@ class StepProgress:
         self._bar.set_postfix(self._postfix, refresh=False)
 
     def write(self, message: str) -> None:
-        """Print a line without breaking the bar."""
+        """Print a line without breaking the bar (and add it to the run's ``train.log``)."""
         if self.disabled:
-            print(message)
+            print(message, flush=True)
         else:
             self._bar.write(message)
+        run_log.info(message)
 
     def close(self) -> None:
         self._bar.close()
