@@ -14,6 +14,13 @@ copies and no per-row Python work. Once ``capacity`` rows are stored, new rows o
 oldest ones. ``get_all`` returns views of the filled rows (what the model trainer takes),
 ``sample`` uniform minibatches of them, ``iterate`` shuffled minibatches of one pass.
 
+Extras: named per-transition fields beyond the six (``extras={"log_mu": ((), torch.float32)}``,
+stored as ``buffer.extras[name]`` ``[C, *shape]``), given by name to ``add``/``add_batch`` and
+kept by ``resized``, ``state_dict`` and ``save`` (value expansion stores the behaviour
+log-probability, the pre-tanh action and the simulator state). ``sample(...,
+return_indices=True)`` and ``gather(idx)`` give the storage rows to read extras with;
+``sample_windows`` draws runs of consecutive transitions of one episode (Retrace).
+
 ``save``/``load`` write the filled rows with ``torch.save`` through a temporary file and
 ``os.replace`` (a crash mid-write leaves the previous file intact), together with a SHA-256 of
 the stored data; ``load`` reports a truncated, corrupt or mismatched file with a clear error.
@@ -65,9 +72,9 @@ def _dtype_from_name(name: str) -> torch.dtype:
     return dtype
 
 
-def _checksum(tensors: dict[str, torch.Tensor]) -> str:
+def _checksum(tensors: dict[str, torch.Tensor], names=_FIELDS) -> str:
     h = hashlib.sha256()
-    for name in _FIELDS:
+    for name in names:
         t = tensors[name].detach().cpu().contiguous()
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
@@ -85,6 +92,7 @@ class ReplayBuffer:
         device: where the storage lives (rows given to ``add_batch`` are moved there).
         dtype: float dtype of observations and rewards.
         act_dtype: dtype of actions (default ``dtype``).
+        extras: ``{name: (row_shape, dtype)}`` of further per-transition fields.
     """
 
     def __init__(
@@ -95,6 +103,7 @@ class ReplayBuffer:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         act_dtype: torch.dtype | None = None,
+        extras: dict[str, tuple[tuple[int, ...], torch.dtype]] | None = None,
     ):
         capacity = int(capacity)
         if capacity < 1:
@@ -112,6 +121,13 @@ class ReplayBuffer:
         self.reward = torch.zeros(capacity, dtype=dtype, **kw)
         self.terminated = torch.zeros(capacity, dtype=torch.bool, **kw)
         self.truncated = torch.zeros(capacity, dtype=torch.bool, **kw)
+        self.extra_specs = {str(k): (tuple(int(d) for d in shape), dt)
+                            for k, (shape, dt) in (extras or {}).items()}
+        for name in self.extra_specs:
+            if name in _FIELDS:
+                raise ValueError(f"ReplayBuffer: extra {name!r} clashes with a transition field")
+        self.extras = {k: torch.zeros((capacity, *shape), dtype=dt, **kw)
+                       for k, (shape, dt) in self.extra_specs.items()}
         self._ptr = 0  # next row to write
         self._size = 0  # filled rows
         self.num_added = 0  # transitions ever added (including overwritten ones)
@@ -127,10 +143,14 @@ class ReplayBuffer:
     def _storage(self) -> tuple[torch.Tensor, ...]:
         return tuple(getattr(self, f) for f in _FIELDS)
 
-    def _convert(self, name: str, value: Any, row_shape: tuple[int, ...], n: int | None):
-        dtype = {"act": self.act_dtype, "terminated": torch.bool, "truncated": torch.bool}.get(
-            name, self.dtype
-        )
+    def _all_storage(self) -> tuple[torch.Tensor, ...]:
+        return self._storage() + tuple(self.extras.values())
+
+    def _convert(self, name: str, value: Any, row_shape: tuple[int, ...], n: int | None,
+                 dtype: torch.dtype | None = None):
+        if dtype is None:
+            dtype = {"act": self.act_dtype, "terminated": torch.bool,
+                     "truncated": torch.bool}.get(name, self.dtype)
         t = torch.as_tensor(np.asarray(value) if not torch.is_tensor(value) else value)
         expected = row_shape if n is None else (n, *row_shape)
         if name in ("reward", "terminated", "truncated") and n is not None:
@@ -146,8 +166,23 @@ class ReplayBuffer:
                 )
         return t.to(device=self.device, dtype=dtype)
 
-    def add(self, obs, act, next_obs, reward, terminated, truncated) -> None:
-        """Store one transition (arrays, scalars or tensors of one row's shape)."""
+    def _convert_extras(self, extras: dict[str, Any], n: int | None) -> list[torch.Tensor]:
+        where = "add" if n is None else "add_batch"
+        unknown = sorted(set(extras) - set(self.extra_specs))
+        missing = sorted(set(self.extra_specs) - set(extras))
+        if unknown or missing:
+            raise ValueError(
+                f"ReplayBuffer.{where}: "
+                + (f"unknown extra {', '.join(map(repr, unknown))}" if unknown else "")
+                + ("; " if unknown and missing else "")
+                + (f"missing extra {', '.join(map(repr, missing))}" if missing else "")
+                + f" (this buffer's extras: {', '.join(self.extra_specs) or 'none'})")
+        return [self._convert(k, extras[k], shape, n, dt)
+                for k, (shape, dt) in self.extra_specs.items()]
+
+    def add(self, obs, act, next_obs, reward, terminated, truncated, **extras) -> None:
+        """Store one transition (arrays, scalars or tensors of one row's shape); ``extras`` by
+        name, one for each of the buffer's extras."""
         row = (
             self._convert("obs", obs, self.obs_shape, None),
             self._convert("act", act, self.act_shape, None),
@@ -155,16 +190,18 @@ class ReplayBuffer:
             self._convert("reward", reward, (), None),
             self._convert("terminated", terminated, (), None),
             self._convert("truncated", truncated, (), None),
+            *self._convert_extras(extras, None),
         )
-        for store, value in zip(self._storage(), row, strict=True):
+        for store, value in zip(self._all_storage(), row, strict=True):
             store[self._ptr] = value
         self._ptr = (self._ptr + 1) % self.capacity
         self._size = min(self._size + 1, self.capacity)
         self.num_added += 1
 
-    def add_batch(self, obs, act, next_obs, reward, terminated, truncated) -> None:
+    def add_batch(self, obs, act, next_obs, reward, terminated, truncated, **extras) -> None:
         """Store ``N`` rows: ``obs [N, *O]``, ``act [N, *A]``, ``next_obs [N, *O]``,
-        ``reward [N]`` (or ``[N, 1]``), ``terminated [N]``, ``truncated [N]``.
+        ``reward [N]`` (or ``[N, 1]``), ``terminated [N]``, ``truncated [N]``, and each extra
+        ``[N, *shape]`` by name.
 
         Rows keep their order; if ``N > capacity`` only the last ``capacity`` rows remain.
         """
@@ -176,6 +213,7 @@ class ReplayBuffer:
             self._convert("reward", reward, (), n),
             self._convert("terminated", terminated, (), n),
             self._convert("truncated", truncated, (), n),
+            *self._convert_extras(extras, n),
         )
         if n == 0:
             return
@@ -185,7 +223,7 @@ class ReplayBuffer:
         start = (self._ptr + skip) % C
         m = n - skip
         first = min(m, C - start)
-        for store, value in zip(self._storage(), rows, strict=True):
+        for store, value in zip(self._all_storage(), rows, strict=True):
             value = value[skip:]
             store[start : start + first] = value[:first]
             if first < m:
@@ -215,10 +253,51 @@ class ReplayBuffer:
         idx = torch.randint(0, self._size, (n,), generator=generator, device=device)
         return idx.to(self.device)
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> TransitionBatch:
-        """``batch_size`` rows drawn uniformly with replacement from the filled rows."""
+    def sample(self, batch_size: int, generator: torch.Generator | None = None,
+               return_indices: bool = False):
+        """``batch_size`` rows drawn uniformly with replacement from the filled rows; with
+        ``return_indices`` also their storage rows ``[batch_size]`` (for ``extras``)."""
         idx = self._indices(int(batch_size), generator)
+        batch = self.gather(idx)
+        return (batch, idx) if return_indices else batch
+
+    def gather(self, idx: torch.Tensor) -> TransitionBatch:
+        """The transitions at storage rows ``idx`` (any shape ``S``): fields ``[*S, ...]``."""
         return TransitionBatch(*(t[idx] for t in self._storage()))
+
+    def sample_windows(self, batch_size: int, length: int,
+                       generator: torch.Generator | None = None, stride: int = 1):
+        """Windows of ``length`` consecutive transitions for multi-step targets (Retrace).
+
+        A window starts at a filled row drawn uniformly (every transition can start one) and
+        continues with the transitions that followed it: ``stride`` rows apart in insertion
+        order (``stride = num_envs`` when a vector env adds its rows interleaved). A window is
+        cut, never continued, where its episode ended (the row that terminated or was
+        truncated is the last valid one) and at the newest row (the FIFO seam is never
+        crossed: positions are counted from the oldest row).
+
+        Returns:
+            ``idx [B, length]`` storage rows and ``valid [B, length]`` bool; ``valid[:, 0]``
+            is all True, and invalid positions repeat the window's first row.
+        """
+        if length < 1 or stride < 1:
+            raise ValueError(f"ReplayBuffer.sample_windows: length ({length}) and stride "
+                             f"({stride}) must be >= 1")
+        n, C = self._size, self.capacity
+        if n == 0:
+            raise ValueError("ReplayBuffer.sample_windows: cannot sample from an empty buffer")
+        device = generator.device if generator is not None else self.device
+        start = torch.randint(0, n, (int(batch_size),), generator=generator, device=device)
+        start = start.to(self.device)
+        pos = start.unsqueeze(1) + stride * torch.arange(length, device=self.device)
+        inside = pos < n                                   # not past the newest row
+        oldest = self._ptr if n == C else 0
+        idx = (oldest + pos.clamp(max=n - 1)) % C
+        ended = (self.terminated[idx] | self.truncated[idx]).to(torch.int64)
+        ends_before = ended.cumsum(1) - ended              # episode ends strictly before j
+        valid = inside & (ends_before == 0)
+        idx = torch.where(valid, idx, idx[:, :1])
+        return idx, valid
 
     def iterate(
         self,
@@ -244,17 +323,25 @@ class ReplayBuffer:
         """A new buffer of ``capacity`` holding the newest ``min(len, capacity)`` rows, in order
         (MBPO's model buffer grows with the rollout length)."""
         new = ReplayBuffer(
-            capacity, self.obs_shape, self.act_shape, self.device, self.dtype, self.act_dtype
+            capacity, self.obs_shape, self.act_shape, self.device, self.dtype, self.act_dtype,
+            extras=self.extra_specs,
         )
-        new.add_batch(*self.get_all(chronological=True))
+        new.add_batch(*self.get_all(chronological=True), **self._extras_chronological())
         new.num_added = self.num_added
         return new
+
+    def _extras_chronological(self) -> dict[str, torch.Tensor]:
+        n = self._size
+        wrapped = n == self.capacity and self._ptr != 0
+        return {k: torch.roll(v[:n], -self._ptr, 0) if wrapped else v[:n]
+                for k, v in self.extras.items()}
 
     # ------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
         """Filled rows (on the CPU, oldest first) and metadata; see ``load_state_dict``."""
         data = {k: v.detach().cpu().clone() for k, v in self.get_all(True)._asdict().items()}
-        return {
+        extras = {k: v.detach().cpu().clone() for k, v in self._extras_chronological().items()}
+        state = {
             "format": _FORMAT,
             "version": _VERSION,
             "capacity": self.capacity,
@@ -266,6 +353,12 @@ class ReplayBuffer:
             "data": data,
             "sha256": _checksum(data),
         }
+        if self.extra_specs:  # absent when there are none: files of version 1 read unchanged
+            state["extras"] = extras
+            state["extra_specs"] = {k: [list(shape), _dtype_name(dt)]
+                                    for k, (shape, dt) in self.extra_specs.items()}
+            state["extras_sha256"] = _checksum(extras, sorted(extras))
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the rows of ``state_dict()``; shapes and dtypes must match this buffer's.
@@ -291,13 +384,20 @@ class ReplayBuffer:
                     f"ReplayBuffer.load_state_dict: stored {key} is {theirs}, this buffer's "
                     f"is {mine}"
                 )
+        mine = {k: [list(shape), _dtype_name(dt)] for k, (shape, dt) in self.extra_specs.items()}
+        theirs = {k: [list(v[0]), v[1]] for k, v in state.get("extra_specs", {}).items()}
+        if theirs != mine:
+            raise ValueError(f"ReplayBuffer.load_state_dict: stored extras are {theirs or 'none'},"
+                             f" this buffer's are {mine or 'none'}")
         data = state["data"]
-        if _checksum(data) != state["sha256"]:
+        extras = state.get("extras", {})
+        if _checksum(data) != state["sha256"] or (
+                extras and _checksum(extras, sorted(extras)) != state["extras_sha256"]):
             raise ValueError(
                 "ReplayBuffer.load_state_dict: checksum mismatch, the stored data is corrupt"
             )
         self.clear()
-        self.add_batch(*(data[f] for f in _FIELDS))
+        self.add_batch(*(data[f] for f in _FIELDS), **extras)
         self.num_added = int(state["num_added"])
 
     def save(self, path: str | os.PathLike) -> None:
@@ -352,6 +452,8 @@ class ReplayBuffer:
             device,
             _dtype_from_name(state["dtype"]),
             _dtype_from_name(state["act_dtype"]),
+            extras={k: (tuple(v[0]), _dtype_from_name(v[1]))
+                    for k, v in state.get("extra_specs", {}).items()},
         )
         buf.load_state_dict(state)
         return buf
