@@ -108,8 +108,9 @@ def _xavier(shape: tuple[int, ...], fan_in: int, fan_out: int, gen: torch.Genera
 
 
 def _ensemble_linear_params(E: int, sizes: list[int], gen: torch.Generator | None,
-                            last_heads: int = 1):
-    """Xavier-uniform weights ``[E, in, out]`` and zero biases ``[E, out]`` per layer.
+                            last_heads: int = 1, bias_init: float = 0.0):
+    """Xavier-uniform weights ``[E, in, out]`` and biases ``[E, out]`` (all ``bias_init``,
+    default zero) per layer.
 
     ``last_heads`` > 1 initialises the last layer as that many side-by-side ``Linear`` layers of
     ``out / last_heads`` outputs each (the policy's mean and log σ heads).
@@ -122,18 +123,39 @@ def _ensemble_linear_params(E: int, sizes: list[int], gen: torch.Generator | Non
             [_xavier((E, fan_in, fan_out // heads), fan_in, fan_out // heads, gen)
              for _ in range(heads)], dim=-1)
         weights.append(nn.Parameter(w))
-        biases.append(nn.Parameter(torch.zeros(E, fan_out)))
+        biases.append(nn.Parameter(torch.full((E, fan_out), float(bias_init))))
     return weights, biases
+
+
+def squashed_gaussian_log_prob(u: torch.Tensor, log_std: torch.Tensor,
+                               mean: torch.Tensor | None = None, z: torch.Tensor | None = None,
+                               scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """Log-density ``[B]`` of ``a = scale·tanh(u)`` for ``u ~ N(mean, σ²)`` (``[B, A]`` each):
+    ``Σ_A [log N(u; mean, σ) − log(scale·(1 − tanh(u)²) + 1e-6)]``. ``z = (u − mean)/σ`` may be
+    given instead of ``mean`` (the noise that drew ``u``). Shared by both SACs' policies."""
+    if z is None:
+        z = (u - mean) / log_std.exp()
+    log_n = -0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)
+    return (log_n - torch.log(scale * (1 - torch.tanh(u).pow(2)) + EPS)).sum(-1)
+
+
+@torch.no_grad()
+def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """``θ̄ ← (1 − τ) θ̄ + τ θ`` over the parameters of two modules of the same structure."""
+    for p, tp in zip(source.parameters(), target.parameters(), strict=True):
+        tp.lerp_(p, tau)
 
 
 class TwinCritic(nn.Module):
     """``Q_k(s, a)``, k = 1, 2, as one E=2 ensemble MLP: ``(obs [B, O], act [B, A]) -> [2, B]``."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, num_layers: int,
-                 gen: torch.Generator | None = None, num_q: int = 2):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int | list[int], num_layers: int,
+                 gen: torch.Generator | None = None, num_q: int = 2, bias_init: float = 0.0):
         super().__init__()
-        sizes = [obs_dim + act_dim] + [hidden] * num_layers + [1]
-        self.weights, self.biases = _ensemble_linear_params(num_q, sizes, gen)
+        widths = [hidden] * num_layers if isinstance(hidden, int) else list(hidden)
+        sizes = [obs_dim + act_dim] + widths + [1]
+        self.weights, self.biases = _ensemble_linear_params(num_q, sizes, gen,
+                                                            bias_init=bias_init)
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor, detach_params: bool = False):
         x = torch.cat([obs, act], dim=-1)  # [B, O+A] shared by both critics
@@ -178,10 +200,9 @@ class TanhGaussianPolicy(nn.Module):
         u = mean + std * noise
         y = torch.tanh(u)
         action = y * self.action_scale + self.action_bias
-        log_prob = -0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)
-        log_prob = log_prob - torch.log(self.action_scale * (1 - y.pow(2)) + EPS)
+        log_prob = squashed_gaussian_log_prob(u, log_std, z=noise, scale=self.action_scale)
         mean_action = torch.tanh(mean) * self.action_scale + self.action_bias
-        return action, log_prob.sum(-1, keepdim=True), mean_action
+        return action, log_prob.unsqueeze(-1), mean_action
 
 
 class SAC(nn.Module):
@@ -327,9 +348,7 @@ class SAC(nn.Module):
     @torch.no_grad()
     def soft_update_target(self) -> None:
         """``Q̄ ← (1 − τ) Q̄ + τ Q``."""
-        tau = self.cfg.tau
-        for p, tp in zip(self.critic.parameters(), self.critic_target.parameters(), strict=True):
-            tp.lerp_(p, tau)
+        polyak_update(self.critic_target, self.critic, self.cfg.tau)
 
     def update(self, obs, act, reward, next_obs, terminated,
                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
