@@ -27,7 +27,8 @@ from fastmbrl.ops.termination import TerminationRule  # noqa: E402
 STEPS = 2000
 ALL_TASKS = sorted(TASKS)
 # Tasks whose random-policy rollouts terminate (so both outcomes are exercised).
-TERMINATING = {"hopper", "walker2d", "ant", "humanoid", "inverted_pendulum", "cartpole"}
+TERMINATING = {"hopper", "walker2d", "ant", "humanoid", "inverted_pendulum", "cartpole",
+               "cartpole_swingup"}
 
 
 @functools.cache

@@ -45,6 +45,8 @@ class TaskSpec:
         discrete: whether actions are indices (``Discrete``) rather than a ``Box``.
         max_episode_steps: the gymnasium time limit (truncation).
         env_kwargs: options passed to ``gymnasium.make`` (the rule and reward assume them).
+        frame_skip: physics steps per env step of a MuJoCo task (None otherwise);
+            ``make_env(..., action_repeat=k)`` multiplies it by k.
         rule: termination rule as data (``TerminationRule.never`` for never-terminating tasks).
         term_fn: ``term_fn(next_obs [..., O]) -> done [...]`` bool.
         reward_fn: ``reward_fn(obs, act, next_obs) -> [...]`` or None (see ``reward_fns``).
@@ -62,9 +64,11 @@ class TaskSpec:
     reward_fn: RewardFn | None
     reward_exact: bool
     env_kwargs: dict = field(default_factory=dict)
+    frame_skip: int | None = None
 
 
-def _spec(name, gym_id, obs_dim, act_dim, max_steps, discrete=False, **env_kwargs) -> TaskSpec:
+def _spec(name, gym_id, obs_dim, act_dim, max_steps, discrete=False, frame_skip=None,
+          **env_kwargs) -> TaskSpec:
     return TaskSpec(
         name=name,
         gym_id=gym_id,
@@ -77,8 +81,11 @@ def _spec(name, gym_id, obs_dim, act_dim, max_steps, discrete=False, **env_kwarg
         reward_fn=_rf.REWARD_FNS[name],
         reward_exact=name in _rf.EXACT_REWARD,
         env_kwargs=env_kwargs,
+        frame_skip=frame_skip,
     )
 
+
+SWINGUP_ID = "fastmbrl/CartpoleSwingup-v0"  # envs/cartpole_swingup.py
 
 _HUMANOID_TRUNCATED = dict(
     include_cinert_in_observation=False,
@@ -90,16 +97,26 @@ _HUMANOID_TRUNCATED = dict(
 TASKS: dict[str, TaskSpec] = {
     s.name: s
     for s in (
-        _spec("hopper", "Hopper-v5", 11, 3, 1000),
-        _spec("walker2d", "Walker2d-v5", 17, 6, 1000),
-        _spec("halfcheetah", "HalfCheetah-v5", 17, 6, 1000),
-        _spec("ant", "Ant-v5", 27, 8, 1000, include_cfrc_ext_in_observation=False),
-        _spec("humanoid", "Humanoid-v5", 45, 17, 1000, **_HUMANOID_TRUNCATED),
-        _spec("inverted_pendulum", "InvertedPendulum-v5", 4, 1, 1000),
+        _spec("hopper", "Hopper-v5", 11, 3, 1000, frame_skip=4),
+        _spec("walker2d", "Walker2d-v5", 17, 6, 1000, frame_skip=4),
+        _spec("halfcheetah", "HalfCheetah-v5", 17, 6, 1000, frame_skip=5),
+        _spec("ant", "Ant-v5", 27, 8, 1000, frame_skip=5, include_cfrc_ext_in_observation=False),
+        _spec("humanoid", "Humanoid-v5", 45, 17, 1000, frame_skip=5, **_HUMANOID_TRUNCATED),
+        _spec("inverted_pendulum", "InvertedPendulum-v5", 4, 1, 1000, frame_skip=2),
+        _spec("cartpole_swingup", SWINGUP_ID, 5, 1, 1000, frame_skip=2),
         _spec("cartpole", "CartPole-v1", 4, 2, 500, discrete=True),
         _spec("pendulum", "Pendulum-v1", 3, 1, 200),
     )
 }
+
+
+def _register_swingup() -> None:
+    if SWINGUP_ID not in gym.registry:
+        gym.register(id=SWINGUP_ID, max_episode_steps=1000,
+                     entry_point="fastmbrl.envs.cartpole_swingup:CartpoleSwingupEnv")
+
+
+_register_swingup()
 
 
 def get_task(task: str) -> TaskSpec:
@@ -137,6 +154,7 @@ def make_env(
     seed: int | None = None,
     distraction_dimensions: int = 0,
     pure_noise_distraction: bool = False,
+    action_repeat: int = 1,
     **kwargs,
 ) -> gym.Env:
     """Build the environment of ``task``.
@@ -149,6 +167,10 @@ def make_env(
             seed (e.g. train and test) therefore have the same distractor dynamics.
         distraction_dimensions: D > 0 wraps the env in :class:`DistractorWrapper` (VaGraM).
         pure_noise_distraction: the distractor dims are N(0, 1) noise.
+        action_repeat: k > 1 multiplies a MuJoCo task's ``frame_skip`` by k: one step is k
+            times as long, with one reward computed by the env over the whole step (the
+            value-expansion seed's brax fork does likewise), and the time limit is
+            ``ceil(max_episode_steps / k)`` steps. Other tasks accept only 1.
         **kwargs: passed to ``gymnasium.make`` over the task's options (e.g. ``render_mode``).
             Options that change the termination rule or the reward (``healthy_z_range``,
             weights, observation options) make the spec's functions wrong for this env.
@@ -157,6 +179,15 @@ def make_env(
         The environment, with gymnasium's usual ``TimeLimit`` (``max_episode_steps``).
     """
     spec = get_task(task)
+    k = int(action_repeat)
+    if k < 1:
+        raise ValueError(f"make_env: action_repeat must be >= 1, got {action_repeat}")
+    if k > 1:
+        if spec.frame_skip is None:
+            raise ValueError(f"make_env: action_repeat={k} needs a MuJoCo task; {task!r} is not "
+                             "one (its steps cannot be lengthened)")
+        kwargs = {"frame_skip": spec.frame_skip * k,
+                  "max_episode_steps": -(-spec.max_episode_steps // k), **kwargs}
     env = gym.make(spec.gym_id, **{**spec.env_kwargs, **kwargs})
     if distraction_dimensions:
         env = DistractorWrapper(

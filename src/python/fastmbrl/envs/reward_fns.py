@@ -10,6 +10,9 @@ Exact (equal to the environment's reward up to float rounding):
 - ``pendulum`` (Pendulum-v1): ``-(theta^2 + 0.1 theta_dot^2 + 0.001 u^2)`` with ``theta =
   atan2(sin, cos)`` of the *current* observation ``obs`` and ``u = clip(act, -2, 2)``.
 - ``inverted_pendulum`` (InvertedPendulum-v5): ``1`` while alive after the step, else ``0``.
+- ``cartpole_swingup`` (envs/cartpole_swingup.py, the value-expansion seed's swing-up):
+  dm_control's smooth reward of the state after the step (the env computes it with this
+  function).
 
 Locomotion (v5 formulas, weights of the v5 defaults)::
 
@@ -36,6 +39,8 @@ is not observed (use ``info["x_velocity"]`` and the env's own reward).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -71,6 +76,26 @@ def pendulum(obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> to
 def inverted_pendulum(obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
     """InvertedPendulum-v5: ``1`` if alive after the step, else ``0`` (exact)."""
     return (~tf.inverted_pendulum(next_obs)).to(next_obs.dtype)
+
+
+_GAUSS = math.sqrt(-2.0 * math.log(0.1))  # dm_control's gaussian tolerance: 0.1 at the margin
+
+
+def _tolerance(v: torch.Tensor, margin: float) -> torch.Tensor:
+    return torch.exp(-0.5 * (v.abs() / margin * _GAUSS) ** 2)
+
+
+def cartpole_swingup(obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+    """cartpole_swingup: ``upright · centered · small_control · small_velocity`` of the state
+    after the step (``next_obs`` = x, cos θ, sin θ, ẋ, θ̇; ``act [..., 1]`` in [−3, 3]); the
+    factors are in envs/cartpole_swingup.py's docstring (exact: the env uses this function)."""
+    x, cos, ang_vel = next_obs[..., 0], next_obs[..., 1], next_obs[..., 4]
+    u = _as_float(act, next_obs)[..., 0] / 3.0
+    upright = (cos + 1) / 2
+    centered = (1 + _tolerance(x, 2.0)) / 2
+    small_control = (4 + torch.clamp(1 - u.square(), min=0.0)) / 5
+    small_velocity = (1 + _tolerance(ang_vel, 5.0)) / 2
+    return upright * centered * small_control * small_velocity
 
 
 def halfcheetah(obs, act, next_obs, x_velocity: torch.Tensor | None = None) -> torch.Tensor:
@@ -113,6 +138,7 @@ REWARD_FNS = {
     "cartpole": cartpole,
     "pendulum": pendulum,
     "inverted_pendulum": inverted_pendulum,
+    "cartpole_swingup": cartpole_swingup,
     "halfcheetah": halfcheetah,
     "hopper": hopper,
     "walker2d": walker2d,
@@ -121,4 +147,4 @@ REWARD_FNS = {
 }
 
 #: Reward functions that reproduce the environment's reward from ``(obs, act, next_obs)`` alone.
-EXACT_REWARD = frozenset({"cartpole", "pendulum", "inverted_pendulum"})
+EXACT_REWARD = frozenset({"cartpole", "pendulum", "inverted_pendulum", "cartpole_swingup"})

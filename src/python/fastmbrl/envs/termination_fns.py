@@ -23,6 +23,7 @@ Per task (``z`` is the torso height, the first observation entry of every locomo
     humanoid           alive iff 1.0 < z < 2.0  and all finite               (strict, as v5)
     inverted_pendulum  alive iff |obs[1]| <= 0.2  and all finite             (inclusive, as v5)
     halfcheetah        never done
+    cartpole_swingup   alive iff |x| <= 1 (obs[0]) and all finite         (envs/cartpole_swingup.py)
     cartpole           alive iff |x| <= 2.4 and |theta| <= 12 deg (obs[0], obs[2]) and all
                        finite                                       (inclusive, as v1)
     pendulum           never done
@@ -62,6 +63,7 @@ import torch
 from fastmbrl.ops.termination import TerminationRule
 
 CARTPOLE_X_THRESHOLD = 2.4
+CARTPOLE_SWINGUP_X_LIMIT = 1.0  # envs/cartpole_swingup.py: the episode ends when |x| > 1
 CARTPOLE_THETA_THRESHOLD = 12 * 2 * math.pi / 360
 
 _INF = math.inf
@@ -122,6 +124,13 @@ def cartpole(next_obs: torch.Tensor) -> torch.Tensor:
     return ~alive
 
 
+def cartpole_swingup(next_obs: torch.Tensor) -> torch.Tensor:
+    """cartpole_swingup (envs/cartpole_swingup.py): ``next_obs [..., >=5]`` (x, cos θ, sin θ,
+    ẋ, θ̇) -> ``done [...]``: the cart left ``|x| <= 1``, or a non-finite entry."""
+    alive = _finite(next_obs) & (next_obs[..., 0].abs() <= CARTPOLE_SWINGUP_X_LIMIT)
+    return ~alive
+
+
 def no_termination(next_obs: torch.Tensor) -> torch.Tensor:
     """HalfCheetah, Pendulum: ``next_obs [..., O]`` -> all-False ``done [...]``."""
     return torch.zeros(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)
@@ -162,6 +171,10 @@ RULES: dict[str, TerminationRule] = {
         check_finite=True,
         name="cartpole",
     ),
+    "cartpole_swingup": TerminationRule(
+        lower=(-CARTPOLE_SWINGUP_X_LIMIT,), upper=(CARTPOLE_SWINGUP_X_LIMIT,), inclusive=True,
+        check_finite=True, name="cartpole_swingup",
+    ),
     "halfcheetah": TerminationRule.never("halfcheetah"),
     "pendulum": TerminationRule.never("pendulum"),
 }
@@ -173,6 +186,7 @@ TERM_FNS = {
     "humanoid": humanoid,
     "inverted_pendulum": inverted_pendulum,
     "cartpole": cartpole,
+    "cartpole_swingup": cartpole_swingup,
     "halfcheetah": halfcheetah,
     "pendulum": pendulum,
 }
