@@ -89,9 +89,10 @@ def config_groups() -> tuple[str, ...]:
                         if p.is_dir() and not p.name.startswith("_")))
 
 
-def validate_root(cfg: DictConfig) -> None:
-    """The root keys every algorithm shares (main.yaml), and ``action_optimizer``."""
-    check(cfg, RootConfig, "", allow_unknown=config_groups())
+def validate_root(cfg: DictConfig, extra_keys: tuple[str, ...] = ()) -> None:
+    """The root keys every algorithm shares (main.yaml), and ``action_optimizer``;
+    ``extra_keys`` are root keys of the algorithm (its ``ROOT_KEYS``), checked by it."""
+    check(cfg, RootConfig, "", allow_unknown=config_groups() + tuple(extra_keys))
     ao = cfg.get("action_optimizer")
     if ao is not None:
         name = ao.get("name") if isinstance(ao, DictConfig) else ao
@@ -110,5 +111,6 @@ def validate(cfg: DictConfig) -> None:
     keys, then the groups of ``algorithm.name`` (its module's ``validate``)."""
     from .train import algorithm_module
 
-    validate_root(cfg)
-    algorithm_module(cfg).validate(cfg)
+    module = algorithm_module(cfg)
+    validate_root(cfg, getattr(module, "ROOT_KEYS", ()))
+    module.validate(cfg)

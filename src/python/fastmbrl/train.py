@@ -39,6 +39,7 @@ ALGORITHMS = {
     "mbpo": "fastmbrl.algorithms.mbpo",
     "omd": "fastmbrl.algorithms.omd",
     "mbnpg": "fastmbrl.algorithms.mbnpg",
+    "value_expansion": "fastmbrl.algorithms.value_expansion",
 }
 
 
