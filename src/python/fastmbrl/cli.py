@@ -8,6 +8,8 @@
     fastmbrl omd {tabular,cartpole,mujoco} ...   OMD's entry points (docs/omd.md)
     fastmbrl model-based-npg --output DIR --config FILE.txt   run an mjrl model-based NPG
                            config file (prints the equivalent `fastmbrl train` command)
+    fastmbrl value-expansion -env E -algo SAC-MVE -H 5 -model_type analytic   the value_expansion
+                           seed's command line, translated (docs/value_expansion.md)
 """
 
 from __future__ import annotations
@@ -54,6 +56,12 @@ def _cmd_omd(args: argparse.Namespace) -> int:
     from .omd_cli import main as omd_main
 
     return omd_main(args.rest)
+def _cmd_value_expansion(args: argparse.Namespace) -> int:
+    from .ve_cli import main as ve_main
+
+    return ve_main(args.rest)
+
+
 def _cmd_model_based_npg(args: argparse.Namespace) -> int:
     from .mjrl_config import main as npg_main
     from .schema import ConfigError
@@ -107,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "lines translated to `fastmbrl train`", add_help=False)
     o.add_argument("rest", nargs=argparse.REMAINDER)
     o.set_defaults(fn=_cmd_omd)
+    ve = sub.add_parser("value-expansion", help="the value_expansion seed's run_experiment.py "
+                        "flags (-env -algo -H -model_type ...) translated to `fastmbrl train`",
+                        add_help=False)
+    ve.add_argument("rest", nargs=argparse.REMAINDER)
+    ve.set_defaults(fn=_cmd_value_expansion)
     mb = sub.add_parser(
         "model-based-npg", help="run an mjrl v2 model-based NPG config file (PAL/MAL)",
         description="Translate mjrl's run_model_based_npg.py config (a dict literal, parsed "
@@ -128,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_train(argparse.Namespace(overrides=argv[1:]))
     if argv[:1] == ["omd"]:  # the original's absl flags (--noflag, --config.x=...) pass as is
         return _cmd_omd(argparse.Namespace(rest=argv[1:]))
+    if argv[:1] == ["value-expansion"]:  # single-dash flags (-env, -H) belong to the seed's parser
+        return _cmd_value_expansion(argparse.Namespace(rest=argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "fn", None):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ast
 import re
-import shlex
 from pathlib import Path
 from typing import Any
 
@@ -163,10 +162,6 @@ def to_overrides(job: dict, output: str | None = None, device: str | None = None
     return out
 
 
-def command(overrides: list[str]) -> str:
-    return "fastmbrl train " + " ".join(shlex.quote(o) for o in overrides)
-
-
 def main(output: str, config: str, device: str | None = None, dry_run: bool = False,
          extra: list[str] | None = None) -> int:
     """Translate ``config`` (an mjrl .txt file), print the ``fastmbrl train`` command, run it."""
@@ -175,9 +170,6 @@ def main(output: str, config: str, device: str | None = None, dry_run: bool = Fa
         raise ConfigError(f"--config {config}: no such file")
     job = parse_config(path.read_text(), name=str(path))
     overrides = to_overrides(job, output=output, device=device) + list(extra or [])
-    print(command(overrides), flush=True)
-    if dry_run:
-        return 0
-    from .train import main as train_main
+    from .train import run_translated
 
-    return train_main(overrides)
+    return run_translated(overrides, dry_run)

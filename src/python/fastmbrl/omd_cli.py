@@ -13,7 +13,6 @@ naming it.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -306,12 +305,9 @@ def _run_translated(kind: str, argv: list[str]) -> int:
         return 2
     for n in notes:
         print(f"note: {n}")
-    print("fastmbrl train " + " ".join(shlex.quote(o) for o in overrides))
-    if dry:
-        return 0
-    from .train import main as train_main
+    from .train import run_translated
 
-    return train_main(overrides)
+    return run_translated(overrides, dry)
 
 
 def main(argv: list[str]) -> int:

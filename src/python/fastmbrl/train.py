@@ -17,6 +17,7 @@ import copy
 import importlib
 import importlib.util
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -178,6 +179,19 @@ def _missing_launcher(overrides: list[str]) -> str | None:
                 return (f"hydra/launcher={name} needs the {module.split('.')[-1].replace('_', '-')}"
                         f" plugin: pip install \"fastmbrl[{extra}]\" (see docs/sweeps.md)")
     return None
+
+
+def command_line(overrides: list[str]) -> str:
+    """The ``fastmbrl train ...`` command of ``overrides``, quoted for a shell."""
+    return "fastmbrl train " + " ".join(shlex.quote(o) for o in overrides)
+
+
+def run_translated(overrides: list[str], dry_run: bool = False) -> int:
+    """What every seed translator ends with (``fastmbrl model-based-npg``, ``omd cartpole``,
+    ``value-expansion``): print the equivalent ``fastmbrl train`` command, then run it
+    (``dry_run``: only print it)."""
+    print(command_line(overrides), flush=True)
+    return 0 if dry_run else main(overrides)
 
 
 def main(overrides: list[str]) -> int:

@@ -27,7 +27,7 @@ from the seed with its switch: docs/value_expansion.md.
 Differences from the seed (each documented there):
 - gymnasium MuJoCo v5 tasks instead of the brax fork (returns are not comparable); action
   repeat multiplies the env's frame_skip; inverted_pendulum uses action_repeat 1;
-- the seed trains the network model even when it is unused (H = 0, Retrace):
+- the seed trains the network model for SAC-MVE / DDPG-MVE at H = 0 too, where it is unused:
   ``algorithm.train_model_when_unused=true`` does so too, the default skips it;
 - Retrace windows are cut at the first episode end (and at the newest row) instead of running
   across auto-resets: positions after the cut are masked, the trace is 0 there;
@@ -331,7 +331,7 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
     low, high = vec.single_action_space.low, vec.single_action_space.high
     agent = VEAgent(obs_dim, act_dim, low, high, agent_config(cfg), device=device, generator=gen)
     dynamics = None
-    if model_type == "network" and (uses_model or alg.train_model_when_unused):
+    if model_type == "network" and expansion == "mve" and (H > 0 or alg.train_model_when_unused):
         dynamics = NetworkDynamics(
             obs_dim, act_dim, envs.termination_rule(o.env), envs.term_fn(o.env),
             ensemble_size=int(alg.model_ensemble_size), num_layers=int(alg.model_num_layers),
