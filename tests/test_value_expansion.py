@@ -60,6 +60,8 @@ def read_csv(path: Path) -> list[dict]:
     ("agent=ddpg", "expansion=mve", "H=1", "model_type=network"),
     ("agent=sac", "expansion=retrace", "H=2", "model_type=analytic"),
     ("agent=ddpg", "expansion=none", "H=0", "model_type=network"),
+    ("agent=sac", "expansion=retrace", "H=3", "model_type=network", "overrides.num_envs=4"),
+    ("agent=sac", "expansion=mve", "H=1", "model_type=analytic", "overrides.num_envs=4"),
 ])
 def test_tiny_run_of_each_setting(setting, tmp_path):
     best = run(tiny_cfg(*setting), tmp_path)
