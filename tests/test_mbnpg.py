@@ -3,14 +3,13 @@ config errors, the command line."""
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from helpers import compose_main, read_csv, run_killed_at
 from hydra import compose, initialize_config_module
 
 from fastmbrl.algorithms import mbnpg
@@ -40,13 +39,7 @@ TINY = [
 
 
 def tiny_cfg(*extra: str):
-    with initialize_config_module("fastmbrl.conf", version_base="1.3"):
-        return compose("main", overrides=[*TINY, *extra])
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
+    return compose_main(*TINY, *extra)
 
 
 def test_tiny_run_writes_mjrl_columns(tmp_path):
@@ -76,19 +69,7 @@ def test_killed_run_resumes_and_loses_nothing(tmp_path, monkeypatch):
     full, killed = tmp_path / "full", tmp_path / "killed"
     cfg = tiny_cfg()
     run(cfg, full)
-    real_evaluate = mbnpg.evaluate
-    calls = {"n": 0}
-
-    def dying_evaluate(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("killed")
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(mbnpg, "evaluate", dying_evaluate)
-    with pytest.raises(KeyboardInterrupt):
-        run(cfg, killed)
-    monkeypatch.setattr(mbnpg, "evaluate", real_evaluate)
+    run_killed_at(cfg, killed, monkeypatch, mbnpg, "evaluate", call=3)
     assert len(read_csv(killed / "results.csv")) == 2
     with pytest.raises(ConfigError, match="resume=true"):
         run(cfg, killed)

@@ -6,14 +6,12 @@ test_ve_targets.py (the recursion), test_ve_agents.py (SAC/DDPG updates), test_o
 
 from __future__ import annotations
 
-import csv
 import math
 import re
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
+from helpers import compose_main, read_csv, run_killed_at
 
 from fastmbrl.agents.ve_agents import VEAgent, VEAgentConfig
 from fastmbrl.algorithms import value_expansion as ve
@@ -45,13 +43,7 @@ TINY = [
 
 
 def tiny_cfg(*extra: str):
-    with initialize_config_module("fastmbrl.conf", version_base="1.3"):
-        return compose("main", overrides=[*TINY, *extra])
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
+    return compose_main(*TINY, *extra)
 
 
 @pytest.mark.parametrize("setting", [
@@ -138,19 +130,7 @@ def test_killed_run_resumes(tmp_path, monkeypatch):
     full, killed = tmp_path / "full", tmp_path / "killed"
     setting = ("agent=sac", "expansion=mve", "H=1", "model_type=network")
     run(tiny_cfg(*setting), full)
-    real = ve.evaluate
-    calls = {"n": 0}
-
-    def dying(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(ve, "evaluate", dying)
-    with pytest.raises(KeyboardInterrupt):
-        run(tiny_cfg(*setting), killed)
-    monkeypatch.setattr(ve, "evaluate", real)
+    run_killed_at(tiny_cfg(*setting), killed, monkeypatch, ve, "evaluate", call=3)
     assert len(read_csv(killed / "results.csv")) == 2
     with pytest.raises(ConfigError, match="resume=true"):
         run(tiny_cfg(*setting), killed)
@@ -186,8 +166,7 @@ def test_expansion_none_with_a_horizon_is_refused(tmp_path):
 
 
 def test_mbpo_overrides_are_a_clear_error(tmp_path):
-    with initialize_config_module("fastmbrl.conf", version_base="1.3"):
-        cfg = compose("main", overrides=["algorithm=value_expansion", "device=cpu"])
+    cfg = compose_main("algorithm=value_expansion", "device=cpu")
     with pytest.raises(ConfigError, match="overrides=ve_inverted_pendulum"):
         run(cfg, tmp_path / "run")
 
@@ -195,6 +174,4 @@ def test_mbpo_overrides_are_a_clear_error(tmp_path):
 @pytest.mark.parametrize("name", ["ve_inverted_pendulum", "ve_cartpole", "ve_hopper",
                                   "ve_walker2d", "ve_halfcheetah"])
 def test_shipped_configs_validate(name):
-    with initialize_config_module("fastmbrl.conf", version_base="1.3"):
-        cfg = compose("main", overrides=["algorithm=value_expansion", f"overrides={name}"])
-    ve.validate(cfg)
+    ve.validate(compose_main("algorithm=value_expansion", f"overrides={name}"))
