@@ -1,8 +1,10 @@
 """Learning check of model-based NPG (a script, not a test).
 
-Runs ``fastmbrl train algorithm=mbnpg overrides=OVERRIDES`` for each seed, one after another,
-each under a wall-clock budget (``--minutes``; a run still going is stopped and what it logged
-is kept: the report says how far it got), then writes into ``--out``:
+Runs ``fastmbrl train algorithm=mbnpg overrides=OVERRIDES`` for each seed as one Hydra multirun
+through ``--launcher`` (benchmarks/launch.py, docs/sweeps.md: one after another by default), each
+run under a wall-clock budget (``--minutes``, the root key ``time_limit_min``: a run still going
+stops itself and keeps what it logged; the report says how far it got), then writes into
+``--out``:
 
     seedN-results.csv   each run's results.csv
     summary.json        per seed: iterations and env steps reached, last / best eval_score,
@@ -23,13 +25,19 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from launch import (
+    RUN_KEYS,
+    add_launcher_args,
+    check_launcher_args,
+    launcher_overrides,
+    quoted,
+    run_multirun,
+    stopped_by_limit,
+)
 
 ANCHOR = [(45_000, 3000.0), (80_000, 3600.0), (110_000, 3650.0)]  # seed README's plot
 
@@ -41,29 +49,13 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def run_seed(args, seed: int, root: Path) -> tuple[Path, float, bool]:
-    run_dir = root / f"seed{seed}"
-    cmd = [sys.executable, "-m", "fastmbrl", "train", "algorithm=mbnpg",
-           f"overrides={args.overrides}", f"seed={seed}", "device=cpu", "progress=false",
-           "use_tensorboard=false", f"torch_threads={args.threads}", f"hydra.run.dir={run_dir}",
-           *args.extra]
-    if run_dir.exists():
-        cmd.append("resume=true")
-    print(" ".join(cmd), flush=True)
-    t0 = time.time()
-    proc = subprocess.Popen(cmd, start_new_session=True)
-    stopped = False
-    try:
-        proc.wait(timeout=args.minutes * 60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGINT)
-        stopped = True
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return run_dir, time.time() - t0, stopped
+def sweep_command(args, root: Path) -> list[str]:
+    """Every seed as one multirun; run directories ``root/seedN``."""
+    return ["fastmbrl", "train", "-m", "algorithm=mbnpg", f"overrides={args.overrides}",
+            f"seed={','.join(map(str, args.seeds))}", "device=cpu",
+            f"torch_threads={args.threads}", f"time_limit_min={args.minutes}",
+            f"hydra.sweep.dir={root.resolve()}", "hydra.sweep.subdir=seed${seed}", *RUN_KEYS,
+            *launcher_overrides(args), *args.extra]
 
 
 def summarize(rows: list[dict], threshold: float | None) -> dict:
@@ -114,27 +106,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--anchor", action="store_true", help="draw the seed README's points")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--root", default="exp/npg_learning_check", help="run directories")
-    p.add_argument("--out", required=True, help="results folder (CSV copies, summary, plot)")
+    p.add_argument("--out", default=None, help="results folder (CSV copies, summary, plot); "
+                   "required unless --print")
     p.add_argument("--analyze-only", action="store_true")
+    p.add_argument("--print", action="store_true", help="only print the sweep's command")
+    add_launcher_args(p)
     p.add_argument("extra", nargs="*", help="further Hydra overrides")
     args = p.parse_args(argv)
+    check_launcher_args(p, args)
     root = Path(args.root) / args.overrides
+    cmd = sweep_command(args, root)
+    if args.print:
+        print(quoted(cmd))
+        return 0
+    if not args.out:
+        p.error("--out is required (or --print)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    budget = {}
-    for seed in args.seeds:
-        if not args.analyze_only:
-            _, wall, stopped = run_seed(args, seed, root)
-            budget[seed] = {"wall_s": wall, "stopped_by_budget": stopped}
+    if not args.analyze_only:
+        run_multirun(cmd, root / "sweep.log")
     runs, summary = {}, {}
     for seed in args.seeds:
         rows = read_rows(root / f"seed{seed}" / "results.csv")
         runs[seed] = rows
-        summary[seed] = {**summarize(rows, args.threshold), **budget.get(seed, {})}
+        summary[seed] = {**summarize(rows, args.threshold),
+                         "stopped_by_budget": stopped_by_limit(root / f"seed{seed}")}
         if rows:
             shutil.copy(root / f"seed{seed}" / "results.csv", out / f"seed{seed}-results.csv")
     (out / "summary.json").write_text(json.dumps(
-        {"overrides": args.overrides, "command": " ".join(sys.argv), "runs": summary},
+        {"overrides": args.overrides, "command": " ".join(sys.argv), "sweep": quoted(cmd),
+         "runs": summary},
         indent=2))
     plot(out, runs, args.anchor, f"model-based NPG, {args.overrides} (CPU)")
     print(json.dumps(summary, indent=2))

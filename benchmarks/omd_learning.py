@@ -1,12 +1,15 @@
 """OMD learning checks (a script, not a test): CartPole OMD / MLE / VEP and HalfCheetah OMD / MLE.
 
-Launches ``fastmbrl train algorithm=omd ...`` runs in parallel processes, each stopped after
-``--minutes`` of wall clock (a run killed that way keeps every evaluation it logged), then reads
-each run's results.csv and writes ``summary.md`` (how far each run got, its last and best
-evaluation), ``summary.json`` and ``curves.png`` (mean and min-max over seeds) into ``--out``.
+Runs ``fastmbrl train algorithm=omd ...`` for every agent and seed as one Hydra multirun
+through ``--launcher`` (benchmarks/launch.py, docs/sweeps.md; ``submitit_local`` runs them all at
+once, ``basic`` one after another), each run stopped after ``--minutes`` of wall clock (the root
+key ``time_limit_min``: the run keeps every evaluation it logged), then reads each run's
+results.csv and writes ``summary.md`` (how far each run got, its last and best evaluation),
+``summary.json`` and ``curves.png`` (mean and min-max over seeds) into ``--out``.
 
     python benchmarks/omd_learning.py --task cartpole --agents omd mle vep --seeds 0 1 2 \\
-        --steps 200000 --minutes 20 --out benchmarks/results/DATE-cpu-omd-cartpole
+        --steps 200000 --minutes 20 --launcher submitit_local \\
+        --out benchmarks/results/DATE-cpu-omd-cartpole
     python benchmarks/omd_learning.py --task halfcheetah --agents omd mle --seeds 0 \\
         --steps 1000000 --minutes 20 --out benchmarks/results/DATE-cpu-omd-halfcheetah
 """
@@ -16,20 +19,44 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
+from launch import (
+    RUN_KEYS,
+    add_launcher_args,
+    check_launcher_args,
+    launcher_overrides,
+    quoted,
+    run_multirun,
+    stopped_by_limit,
+)
 
-def command(task: str, agent: str, seed: int, steps: int, root: Path, extra: list[str]):
-    key = "agent_type" if task == "cartpole" else "algo"
-    ovr = "omd_cartpole" if task == "cartpole" else "omd_halfcheetah"
-    return [sys.executable, "-m", "fastmbrl", "train", "algorithm=omd", f"overrides={ovr}",
-            f"overrides.{key}={agent}", f"overrides.num_steps={steps}", f"seed={seed}",
-            f"root_dir={root}", f"experiment={agent}", "use_tensorboard=false", "progress=false",
-            *extra]
+
+def _keys(task: str) -> tuple[str, str]:
+    """(the overrides file, the key naming the agent) of ``task``."""
+    return (("omd_cartpole", "agent_type") if task == "cartpole"
+            else ("omd_halfcheetah", "algo"))
+
+
+def command(a, agent: str, seed: int, root: Path) -> list[str]:
+    """One run as a plain ``fastmbrl train`` command (what summary.md lists)."""
+    ovr, key = _keys(a.task)
+    return ["fastmbrl", "train", "algorithm=omd", f"overrides={ovr}", f"overrides.{key}={agent}",
+            f"overrides.num_steps={a.steps}", f"seed={seed}", f"root_dir={root}",
+            f"experiment={agent}", f"time_limit_min={a.minutes}", *RUN_KEYS, *a.extra]
+
+
+def sweep_command(a, root: Path) -> list[str]:
+    """Every agent x seed as one multirun; each run in ``root/omd/<agent>/<env>/seedN``."""
+    ovr, key = _keys(a.task)
+    return ["fastmbrl", "train", "-m", "algorithm=omd", f"overrides={ovr}",
+            f"overrides.{key}={','.join(a.agents)}", f"overrides.num_steps={a.steps}",
+            f"seed={','.join(map(str, a.seeds))}", f"root_dir={root}",
+            f"experiment=${{overrides.{key}}}", f"time_limit_min={a.minutes}",
+            f"hydra.sweep.dir={root / 'omd'}",
+            "hydra.sweep.subdir=${experiment}/${overrides.env}/seed${seed}", *RUN_KEYS,
+            *launcher_overrides(a), *a.extra]
 
 
 def read(path: Path) -> list[tuple[int, float]]:
@@ -50,27 +77,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides for every run")
     p.add_argument("--analyze-only", action="store_true")
+    p.add_argument("--print", action="store_true", help="only print the sweep's command")
+    add_launcher_args(p)
     a = p.parse_args(argv)
+    check_launcher_args(p, a)
     out = Path(a.out)
-    root = out / "runs"
+    root = (out / "runs").resolve()
     env = "cartpole" if a.task == "cartpole" else "halfcheetah"
-    jobs = {(ag, s): command(a.task, ag, s, a.steps, root, a.extra)
-            for ag in a.agents for s in a.seeds}
+    sweep = sweep_command(a, root)
+    if a.print:
+        print(quoted(sweep))
+        return 0
+    jobs = {(ag, s): command(a, ag, s, root) for ag in a.agents for s in a.seeds}
     if not a.analyze_only:
         out.mkdir(parents=True, exist_ok=True)
-        procs = {}
-        for k, cmd in jobs.items():
-            log = open(out / f"{k[0]}-seed{k[1]}.log", "w")
-            procs[k] = subprocess.Popen(["nice", "-n", "10", *cmd], stdout=log,
-                                        stderr=subprocess.STDOUT, env=dict(os.environ))
-        deadline = time.time() + 60 * a.minutes
-        while time.time() < deadline and any(pr.poll() is None for pr in procs.values()):
-            time.sleep(5)
-        for pr in procs.values():
-            if pr.poll() is None:
-                pr.terminate()
-        for pr in procs.values():
-            pr.wait()
+        run_multirun(sweep, out / "sweep.log")
     rows, curves = [], {}
     for (ag, s), cmd in jobs.items():
         src = root / "omd" / ag / env / f"seed{s}" / "results.csv"
@@ -82,12 +103,13 @@ def main(argv: list[str] | None = None) -> int:
                      "last_return": res[-1][1] if res else None,
                      "best_return": max(r for _, r in res) if res else None,
                      "finished": bool(res) and res[-1][0] >= a.steps,
-                     "command": " ".join(cmd[1:])})
+                     "stopped_by_budget": stopped_by_limit(src.parent),
+                     "command": quoted(cmd)})
     (out / "summary.json").write_text(json.dumps(rows, indent=1))
     lines = [f"# OMD learning check: {a.task}", "",
-             f"Each run: `python -m fastmbrl train ...` (command below), stopped after "
-             f"{a.minutes:g} min of wall clock if not finished. Device: CPU (2 cores shared by "
-             "6 concurrent jobs, nice 10).", "",
+             f"Each run: `fastmbrl train ...` (command below), stopped after {a.minutes:g} min "
+             f"of wall clock if not finished; launcher `{a.launcher}`. The sweep:", "",
+             f"    {quoted(sweep)}", "",
              "| agent | seed | last eval step | last eval return | best eval return | finished |",
              "|---|---|---|---|---|---|"]
     for r in rows:

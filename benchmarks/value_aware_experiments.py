@@ -31,14 +31,19 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shlex
-import subprocess
 import sys
-import time
 from importlib import resources
 from pathlib import Path
 
 import yaml
+from launch import (
+    RUN_KEYS,
+    add_launcher_args,
+    check_launcher_args,
+    launcher_overrides,
+    quoted,
+    run_multirun,
+)
 
 METHODS = {
     # the seeds' commands: VaGraM's ICLR MLE baseline used the Gaussian ensemble with batch 256
@@ -60,9 +65,6 @@ SHORT = ["algorithm.initial_exploration_steps=500", "overrides.epoch_length=250"
          "overrides.sac_hidden_size=256", "overrides.patience=2",
          "+overrides.num_epochs_train_model=5", "+overrides.v_update_batch_size=1000"]
 
-
-LAUNCHERS = ("basic", "ray", "submitit_local", "submitit_slurm")
-RUN_KEYS = ["progress=false", "resume=true", "use_tensorboard=false"]
 
 
 def cell_args(args, name: str) -> list[str]:
@@ -119,13 +121,8 @@ def sweep_command(args, names: list[str]) -> list[str]:
     cmd = ["fastmbrl", "train", "-m", f"hydra.searchpath=[file://{root / 'conf'}]",
            f"+va_setting={','.join(settings)}", f"+va_method={','.join(methods)}",
            f"seed={args.seed}", f"root_dir={root}", f"hydra.sweep.dir={root / 'mbpo'}",
-           "hydra.sweep.subdir=${experiment}/${overrides.env}/seed${seed}", *RUN_KEYS]
-    if args.launcher != "basic":
-        cmd.append(f"hydra/launcher={args.launcher}")
-    if args.launcher == "ray" and args.jobs:
-        cmd.append(f"hydra.launcher.ray.init.num_cpus={args.jobs}")  # jobs at once
-    if args.launcher == "submitit_slurm" and args.jobs:
-        cmd.append(f"hydra.launcher.array_parallelism={args.jobs}")
+           "hydra.sweep.subdir=${experiment}/${overrides.env}/seed${seed}", *RUN_KEYS,
+           *launcher_overrides(args)]
     if args.steps:
         cmd.append(f"overrides.num_steps={args.steps}")
     if args.short:
@@ -142,15 +139,7 @@ def run_sweep(args, names: list[str]) -> float:
              for m in dict.fromkeys(n.split("-", 1)[1] for n in names)}
     if swept - set(names):  # a sweep is settings x methods: --only's cells may imply more
         print(f"note: the sweep also runs {', '.join(sorted(swept - set(names)))}")
-    print(" ".join(shlex.quote(c) for c in cmd), flush=True)
-    t = time.perf_counter()
-    log = root / "sweep.log"
-    with open(log, "a") as f:
-        rc = subprocess.call([sys.executable, "-m", "fastmbrl", *cmd[1:]], stdout=f,
-                             stderr=subprocess.STDOUT)
-    if rc:
-        print(f"the sweep exited with {rc}, see {log}", flush=True)
-    return time.perf_counter() - t
+    return run_multirun(cmd, root / "sweep.log")[1]
 
 
 def summarize(root: Path, names: list[str], seed: int) -> list[dict]:
@@ -212,12 +201,7 @@ def main(argv=None) -> int:
     p.add_argument("--short", action="store_true", help="CPU-sized runs (see SHORT)")
     p.add_argument("--steps", type=int, default=None, help="overrides.num_steps")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--launcher", default="basic", choices=LAUNCHERS,
-                   help="Hydra launcher of the sweep (docs/sweeps.md): basic (one run after "
-                   "another), ray, submitit_local (every run at once), submitit_slurm")
-    p.add_argument("--jobs", type=int, default=None,
-                   help="runs at once: ray (a local Ray's CPUs, one per run) and "
-                   "submitit_slurm (the array's parallelism)")
+    add_launcher_args(p)
     p.add_argument("--root", default="exp/value_aware")
     p.add_argument("--only", nargs="*", default=None, help="cells to run (default: all)")
     p.add_argument("--out", default=None, help="directory for summary.json / summary.md")
@@ -228,14 +212,13 @@ def main(argv=None) -> int:
     cmds = commands(args)
     if args.only:
         cmds = {k: v for k, v in cmds.items() if k in args.only}
-    if args.jobs and args.launcher in ("basic", "submitit_local"):
-        p.error(f"--jobs does not apply to --launcher {args.launcher} (see --help)")
+    check_launcher_args(p, args)
     sweep = sweep_command(args, list(cmds))
     if args.print:
         for cmd in cmds.values():
             print(" ".join(cmd))
         print("# the same cells as one sweep (its config groups are written by a run):")
-        print(" ".join(shlex.quote(c) for c in sweep))
+        print(quoted(sweep))
         return 0
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
@@ -247,7 +230,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps({
         "commands": {k: " ".join(v) for k, v in cmds.items()},
-        "sweep": " ".join(shlex.quote(c) for c in sweep), "launcher": args.launcher,
+        "sweep": quoted(sweep), "launcher": args.launcher,
         "sweep_wall_s": wall, "runs": rows}, indent=1))
     lines = ["| cell | env steps | last return | best return | model val score | wall s |",
              "|---|---|---|---|---|---|"]

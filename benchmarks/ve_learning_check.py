@@ -1,9 +1,11 @@
 """Learning check of value expansion (a script, not a test; issue 13 item 8).
 
 Runs ``fastmbrl train algorithm=value_expansion overrides=OVERRIDES agent=sac expansion=mve
-H=h model_type=m seed=s`` for every (h, m, s) of the grid, ``--jobs`` at a time, each under a
-wall-clock budget (``--minutes``; a run still going is stopped with SIGINT and what it logged is
-kept: the summary says how far it got), then writes into ``--out``:
+H=h model_type=m seed=s`` for every (h, m, s) of the grid as Hydra multiruns through
+``--launcher`` (benchmarks/launch.py, docs/sweeps.md: H = 0 is one multirun over the seeds, the
+other horizons one over H x model x seed), each run under a wall-clock budget (``--minutes``, the
+root key ``time_limit_min``: a run still going stops itself and keeps what it logged; the
+summary says how far it got), then writes into ``--out``:
 
     runs/<setting>-seedN-results.csv   each run's results.csv
     summary.csv                        per setting: seeds, env steps reached, last / best eval
@@ -15,22 +17,27 @@ kept: the summary says how far it got), then writes into ``--out``:
 H = 0 does not use a model (it is plain SAC): it runs once, not once per model type.
 
     python benchmarks/ve_learning_check.py --overrides ve_inverted_pendulum \\
-        --horizons 0 1 3 5 --models analytic network --seeds 0 1 2 --jobs 2 --minutes 20 \\
-        --out benchmarks/results/DATE-cpu-ve-inverted_pendulum algorithm.model_train_every=10
+        --horizons 0 1 3 5 --models analytic network --seeds 0 1 2 --minutes 20 \\
+        --launcher ray --jobs 2 --out benchmarks/results/DATE-cpu-ve-inverted_pendulum \\
+        algorithm.model_train_every=10
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import os
-import signal
-import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from launch import (
+    RUN_KEYS,
+    add_launcher_args,
+    check_launcher_args,
+    launcher_overrides,
+    quoted,
+    run_multirun,
+    stopped_by_limit,
+)
 from npg_learning_check import read_rows
 
 
@@ -42,36 +49,23 @@ def settings(args) -> list[tuple[int, str]]:
     return out
 
 
-def run_one(args, h: int, model: str, seed: int, root: Path) -> dict:
-    name = f"H{h}-{model}"
-    run_dir = root / name / f"seed{seed}"
-    cmd = [sys.executable, "-m", "fastmbrl", "train", "algorithm=value_expansion",
-           f"overrides={args.overrides}", f"agent={args.agent}",
-           f"expansion={'mve' if h > 0 else 'none'}", f"H={h}",
-           f"model_type={'network' if model == 'none' else model}", f"seed={seed}",
-           "device=cpu", "progress=false", "use_tensorboard=false",
-           f"torch_threads={args.threads}", f"hydra.run.dir={run_dir}", *args.extra]
-    if run_dir.exists():
-        cmd.append("resume=true")
-    print(" ".join(cmd), flush=True)
-    t0 = time.time()
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    stopped = False
-    try:
-        _, err = proc.communicate(timeout=args.minutes * 60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGINT)
-        stopped = True
-        try:
-            _, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            _, err = proc.communicate()
-    if proc.returncode not in (0, None) and not stopped:
-        print(f"{name} seed {seed} failed:\n{err[-2000:]}", flush=True)
-    return {"setting": name, "seed": seed, "run_dir": run_dir, "wall_s": time.time() - t0,
-            "stopped": stopped, "rc": proc.returncode}
+def sweep_commands(args, root: Path) -> list[list[str]]:
+    """The grid as multiruns: H = 0 (no model: plain SAC/DDPG) over the seeds, then every other
+    H x model over the seeds; run directories ``root/H<h>-<model>/seedN``."""
+    common = ["algorithm=value_expansion", f"overrides={args.overrides}", f"agent={args.agent}",
+              f"seed={','.join(map(str, args.seeds))}", "device=cpu",
+              f"torch_threads={args.threads}", f"time_limit_min={args.minutes}",
+              f"hydra.sweep.dir={root.resolve()}", *RUN_KEYS, *launcher_overrides(args)]
+    out = []
+    if 0 in args.horizons:
+        out.append(["fastmbrl", "train", "-m", *common, "expansion=none", "H=0",
+                    "model_type=network", "hydra.sweep.subdir=H0-none/seed${seed}", *args.extra])
+    horizons = [h for h in args.horizons if h > 0]
+    if horizons:
+        out.append(["fastmbrl", "train", "-m", *common, "expansion=mve",
+                    f"H={','.join(map(str, horizons))}", f"model_type={','.join(args.models)}",
+                    "hydra.sweep.subdir=H${H}-${model_type}/seed${seed}", *args.extra])
+    return out
 
 
 def plot(out: Path, curves: dict[str, list[list[dict]]], x: str, fname: str, title: str):
@@ -109,24 +103,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=["analytic", "network"],
                    choices=("analytic", "network"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--minutes", type=float, default=20.0, help="wall budget per run")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--root", default="exp/ve_learning_check", help="run directories")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", default=None, help="results folder; required unless --print")
     p.add_argument("--analyze-only", action="store_true")
+    p.add_argument("--print", action="store_true", help="only print the sweeps' commands")
+    add_launcher_args(p)
     p.add_argument("extra", nargs="*", help="further Hydra overrides")
     args = p.parse_args(argv)
+    check_launcher_args(p, args)
     root = Path(args.root) / args.overrides
+    sweeps = sweep_commands(args, root)
+    if args.print:
+        print("\n".join(quoted(cmd) for cmd in sweeps))
+        return 0
+    if not args.out:
+        p.error("--out is required (or --print)")
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    (out / "command.txt").write_text("python " + " ".join(sys.argv) + "\n")
-    grid = [(h, m, s) for h, m in settings(args) for s in args.seeds]
-    status = {}
+    (out / "command.txt").write_text("python " + " ".join(sys.argv) + "\n\n# the sweeps:\n"
+                                     + "\n".join(quoted(cmd) for cmd in sweeps) + "\n")
     if not args.analyze_only:
-        with ThreadPoolExecutor(args.jobs) as pool:
-            for r in pool.map(lambda g: run_one(args, *g, root), grid):
-                status[(r["setting"], r["seed"])] = r
+        for cmd in sweeps:
+            run_multirun(cmd, root / "sweep.log")
     curves: dict[str, list[list[dict]]] = {}
     table = []
     for h, m in settings(args):
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             "best_return_mean": round(sum(best) / len(best), 1),
             "wall_s_mean": round(sum(wall) / len(wall), 1),
             "env_steps_per_s": round(sum(steps) / sum(wall), 2),
-            "stopped_by_budget": sum(bool(status.get((name, s), {}).get("stopped"))
+            "stopped_by_budget": sum(stopped_by_limit(root / name / f"seed{s}")
                                      for s in args.seeds),
         })
     with open(out / "summary.csv", "w", newline="") as f:

@@ -412,6 +412,7 @@ def _toy_module():
         name: str = spec(choices=("toy",))
         steps: int = spec(ge=1)
         die_at: int | None = spec(None, ge=1, nullable=True)
+        sleep_s: float = spec(0.0, ge=0.0)
 
     def validate(cfg):
         check(cfg.algorithm, ToyAlgorithm, "algorithm")
@@ -427,6 +428,7 @@ def _toy_module():
             logger.log(step, group="train", loss=1.0 / step)
             if step == cfg.algorithm.get("die_at"):
                 raise KeyboardInterrupt("killed")
+            time.sleep(cfg.algorithm.get("sleep_s", 0.0))
             if step % 3 == 0:
                 logger.flush()
                 save_run_checkpoint(run_dir, step, {"step": step}, keep_last=2)
@@ -482,3 +484,44 @@ def test_any_registered_algorithm_gets_the_restart_rules_and_the_lock(toy, tmp_p
     with pytest.raises(ConfigError, match=r"algorithm.steps=0: must be >= 1"):
         run(toy("algorithm.steps=0"), tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+def test_time_limit_stops_the_run_cleanly_and_resume_continues_it(toy, tmp_path):
+    """time_limit_min: the run stops itself (returns, no exception), keeps its checkpoint and
+    rows, says so in train.log, leaves no timer or handler behind; resume=true finishes it with
+    the CSVs of an uninterrupted run."""
+    full, d = tmp_path / "full", tmp_path / "run"
+    run(toy(), full)
+    handler = signal.getsignal(signal.SIGALRM)
+    t = time.monotonic()
+    best = run(toy("algorithm.sleep_s=0.25", "time_limit_min=0.02"), d)  # 1.2 s: ~5 steps
+    assert 1.0 < time.monotonic() - t < 5.0
+    assert best != best  # nan: the run did not finish
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) is handler
+    rows = read_rows(d / "results.csv")
+    assert 3 <= len(rows) < 10 and [s for s, _ in list_checkpoints(d)] == [3]
+    log = (d / "train.log").read_text()
+    assert "] stopped: time_limit_min=0.02 reached after" in log and "Traceback" not in log
+    assert "resume=true" in log.splitlines()[-1]
+    run(toy("resume=true"), d)
+    for name in ("results.csv", "train.csv"):
+        assert read_rows(full / name) == read_rows(d / name), name
+
+
+def test_time_limit_outside_the_main_thread_is_refused_before_writing(toy, tmp_path):
+    import threading
+
+    errors = []
+
+    def job():
+        try:
+            run(toy("time_limit_min=1"), tmp_path / "run")
+        except ConfigError as exc:
+            errors.append(str(exc))
+
+    th = threading.Thread(target=job)
+    th.start()
+    th.join()
+    assert errors and "time_limit_min=1" in errors[0] and "main thread" in errors[0]
+    assert not (tmp_path / "run").exists()

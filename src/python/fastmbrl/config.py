@@ -64,6 +64,9 @@ class RootConfig:
     progress: Any = spec("auto", choices=("auto", True, False))
     debug_mode: bool = spec(False)
     torch_threads: int | None = spec(None, ge=1, nullable=True)
+    time_limit_min: float | None = spec(
+        None, gt=0.0, nullable=True,
+        help="stop the run after this many minutes of wall clock (resume=true continues it)")
 
 
 @dataclass(kw_only=True)

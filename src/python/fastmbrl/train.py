@@ -13,12 +13,16 @@ while a process uses it. See docs/runs.md.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import importlib.util
 import os
 import shlex
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import hydra
@@ -52,6 +56,35 @@ def algorithm_module(cfg: DictConfig):
     return importlib.import_module(ALGORITHMS[name])
 
 
+class TimeLimitReached(BaseException):
+    """Raised in the training loop when ``time_limit_min`` has passed (a BaseException, like
+    KeyboardInterrupt, so no ``except Exception`` in an algorithm swallows it)."""
+
+
+@contextlib.contextmanager
+def wall_clock_limit(minutes: float | None):
+    """Raise TimeLimitReached in this (the main) thread once ``minutes`` have passed.
+
+    The stop is what a kill is to the run directory (the last checkpoint and the CSV rows
+    logged so far stay; ``resume=true`` continues from the checkpoint), but the process ends
+    normally: the run log says why, and a sweep's launcher sees the job finish.
+    """
+    if not minutes:
+        yield
+        return
+
+    def expire(signum, frame):
+        raise TimeLimitReached(f"time_limit_min={minutes:g} reached")
+
+    before = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, float(minutes) * 60.0)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0.0)
+        signal.signal(signal.SIGALRM, before)
+
+
 def run(cfg: DictConfig, run_dir: str | Path,
         extra_files: dict[str, DictConfig | ListConfig] | None = None) -> float:
     """Validate ``cfg`` and run its algorithm in ``run_dir``; returns the best eval return.
@@ -65,6 +98,9 @@ def run(cfg: DictConfig, run_dir: str | Path,
     """
     algo = algorithm_module(cfg)
     validate(cfg)
+    if cfg.get("time_limit_min") and threading.current_thread() is not threading.main_thread():
+        raise ConfigError(f"time_limit_min={cfg.time_limit_min}: needs the run in the main "
+                          "thread of its process (it uses SIGALRM)")
     device = resolve_device(cfg.device)
     run_dir = Path(run_dir)
     with RunLock(run_dir):
@@ -83,7 +119,16 @@ def run(cfg: DictConfig, run_dir: str | Path,
                          cfg.algorithm.name, run_dir, os.getpid())
             for msg in start.messages:
                 run_log.info(msg)
-            best = algo.train(cfg, run_dir, device)
+            t0 = time.monotonic()
+            try:
+                with wall_clock_limit(cfg.get("time_limit_min")):
+                    best = algo.train(cfg, run_dir, device)
+            except TimeLimitReached as exc:
+                msg = (f"stopped: {exc} after {(time.monotonic() - t0) / 60:.1f} min; the run "
+                       "continues from its last checkpoint with resume=true")
+                run_log.info(msg)
+                print(msg, flush=True)
+                return float("nan")
             run_log.info("finished: best evaluation return %s", best)
             return best
 
