@@ -201,3 +201,34 @@ def test_npg_learning_check_runs_through_the_launcher_under_its_time_limit(tmp_p
         assert (out / f"seed{seed}-results.csv").exists()
     assert summary["sweep"].startswith("fastmbrl train -m algorithm=mbnpg")
     assert (out / "curves.png").exists()
+
+
+def test_value_expansion_experiments_sweeps_are_the_grid_of_its_own_commands(tmp_path):
+    """The horizon study (issue 14): every job of the printed sweeps is one cell x seed of the
+    grid, with the config of that run's own `fastmbrl train` command and its run directory;
+    H = 0 once per agent, Retrace once per H."""
+    args = ["--root", str(tmp_path), "--agents", "sac", "ddpg", "--horizons", "0", "1", "3",
+            "--seeds", "1", "2", "--minutes", "30"]
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" /
+                                              "value_expansion_experiments.py"), "--print",
+                          *args], capture_output=True, text=True, check=True).stdout
+    lines = out.strip().splitlines()
+    at = lines.index("# the same grid as sweeps:")
+    import shlex
+
+    singles, sweeps = [shlex.split(x) for x in lines[:at]], [shlex.split(x) for x in
+                                                              lines[at + 1:]]
+    jobs = [j for cmd in sweeps for j in sweep_jobs(cmd)]
+    key = lambda c: (c["agent"], c["expansion"], c["H"], c["model_type"], c["seed"])  # noqa: E731
+    by_key = {key(c): (c, d) for c, d in jobs}
+    assert len(by_key) == len(jobs) == len(singles)
+    # 2 agents x (H0 + 2 horizons x (MVE, VG) x 2 models + 2 horizons x Retrace) x 2 seeds
+    assert len(jobs) == 2 * (1 + 2 * 2 * 2 + 2) * 2
+    for cmd in singles:
+        own = resolved(cmd[2:])
+        cfg, run_dir = by_key[key(own)]
+        assert cfg == own, cmd
+        assert run_dir == (f"{tmp_path}/inverted_pendulum/{own['agent']}-{own['expansion']}-"
+                           f"H{own['H']}-{own['model_type']}/seed{own['seed']}")
+    assert {k[1] for k in by_key if k[2] == 0} == {"none"}
+    assert {k[3] for k in by_key if k[1] == "retrace"} == {"analytic"}

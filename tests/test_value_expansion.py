@@ -54,6 +54,10 @@ def tiny_cfg(*extra: str):
     ("agent=ddpg", "expansion=none", "H=0", "model_type=network"),
     ("agent=sac", "expansion=retrace", "H=3", "model_type=network", "overrides.num_envs=4"),
     ("agent=sac", "expansion=mve", "H=1", "model_type=analytic", "overrides.num_envs=4"),
+    ("agent=sac", "expansion=vg", "H=2", "model_type=network"),
+    ("agent=sac", "expansion=vg", "H=2", "model_type=analytic"),
+    ("agent=ddpg", "expansion=vg", "H=2", "model_type=network"),
+    ("agent=ddpg", "expansion=vg", "H=1", "model_type=analytic", "overrides.num_envs=4"),
 ])
 def test_tiny_run_of_each_setting(setting, tmp_path):
     best = run(tiny_cfg(*setting), tmp_path)
@@ -65,7 +69,8 @@ def test_tiny_run_of_each_setting(setting, tmp_path):
     assert int(rows[-1]["updates"]) == 240 - 80
     agent_rows = read_csv(tmp_path / "agent.csv")
     assert agent_rows and all(math.isfinite(float(r["critic_loss"])) for r in agent_rows)
-    if "model_type=network" in setting and "expansion=mve" in setting:
+    if "model_type=network" in setting and ("expansion=mve" in setting
+                                            or "expansion=vg" in setting):
         assert math.isfinite(float(agent_rows[-1]["model_loss"]))
     assert latest_checkpoint(tmp_path) is not None
     assert (tmp_path / "train.log").read_text().count("eval return") == 3

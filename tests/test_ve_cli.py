@@ -18,7 +18,7 @@ def test_defaults_are_the_seeds():
     out, dry = translate([])
     assert not dry
     assert out == ["algorithm=value_expansion", "overrides=ve_inverted_pendulum", "agent=sac",
-                   "expansion=none", "H=0", "model_type=analytic", "seed=1", "device=cuda:0",
+                   "expansion=none", "H=0", "model_type=analytic", "seed=1", "device=auto",
                    "experiment=SAC-MVE_H0_analytic"]
 
 
@@ -35,6 +35,10 @@ def test_defaults_are_the_seeds():
     (["-seed", "7"], "seed=7"),
     (["-gpu", "-1"], "device=cpu"),
     (["-gpu", "2"], "device=cuda:2"),
+    (["-gpu", "0"], "device=cuda:0"),
+    (["-algo", "SAC-VG", "-H", "5"], "expansion=vg"),
+    (["-algo", "DDPG-VG", "-H", "1"], "agent=ddpg"),
+    (["-algo", "DDPG-VG", "-H", "0"], "expansion=none"),
     (["-num_steps", "300"], "overrides.num_steps=300"),
     (["-wandb_mode", "online", "-wandb_project", "p"], "use_wandb=true"),
     (["-wandb_mode", "online", "-wandb_project", "p"], "wandb_project_name=p"),
@@ -59,8 +63,6 @@ def test_nparticles_and_wandb_entity_are_accepted(monkeypatch):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["-algo", "SAC-VG"], "-algo SAC-VG: value-gradient actors (SVG) are not built yet"),
-    (["-algo", "DDPG-VG"], "-algo DDPG-VG"),
     (["-algo", "SAC"], "argument -algo: invalid choice: 'SAC'"),
     (["-env", "pogo"], "argument -env: invalid choice: 'pogo'"),
     (["-H", "-2"], "argument -H: must be >= 0, got -2"),

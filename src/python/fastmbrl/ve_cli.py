@@ -11,12 +11,13 @@ prints it). Trailing ``key=value`` arguments are passed through as Hydra overrid
 
     seed flag            fastmbrl
     -env E               overrides=ve_E (cartpole: the task cartpole_swingup)
-    -algo A-X            agent=a expansion=x (SAC|DDPG × MVE|RETRACE; *-VG refused: issue 14)
-    -H N                 H=N (for MVE with N = 0: expansion=none, plain SAC/DDPG)
+    -algo A-X            agent=a expansion=x (SAC|DDPG × MVE|RETRACE|VG)
+    -H N                 H=N (N = 0: expansion=none, plain SAC/DDPG, for every -algo)
     -model_type M        model_type=M (analytic: the MuJoCo oracle; network: learned)
     -nparticles N        accepted and unused, as in the seed (its code never reads it)
     -seed S              seed=S
-    -gpu G               device=cuda:G; -1: device=cpu
+    -gpu G               device=cuda:G; -1: device=cpu; not given: device=auto (a GPU when
+                         torch sees one; the seed's default is GPU 0, which fails on a CPU)
     -wandb_mode M        online: use_wandb=true (needs wandb); disabled: use_wandb=false
     -wandb_entity E      WANDB_ENTITY for wandb (environment variable)
     -wandb_project P     wandb_project_name=P
@@ -52,7 +53,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-model_type", default="analytic", choices=["analytic", "network"])
     p.add_argument("-nparticles", type=int, default=1, help="accepted, unused (as the seed)")
     p.add_argument("-seed", type=int, default=1)
-    p.add_argument("-gpu", type=int, default=0, help="GPU index; -1: CPU")
+    p.add_argument("-gpu", type=int, default=None,
+                   help="GPU index; -1: CPU; default: auto (GPU 0 in the seed)")
     p.add_argument("-wandb_mode", default="disabled", choices=["online", "disabled"],
                    help="the seed's default is online; here disabled (wandb is optional)")
     p.add_argument("-wandb_entity", default=None)
@@ -69,17 +71,13 @@ def translate(argv: list[str]) -> tuple[list[str], bool]:
     p = parser()
     a = p.parse_args(argv)
     agent, expansion = a.algo.split("-")
-    if expansion == "VG":
-        p.exit(2, f"{p.prog}: error: -algo {a.algo}: value-gradient actors (SVG) are not built "
-               "yet (issue 14: Value expansion II); available: SAC-MVE, SAC-RETRACE, DDPG-MVE, "
-               "DDPG-RETRACE\n")
     if a.H < 0:
         p.exit(2, f"{p.prog}: error: argument -H: must be >= 0, got {a.H}\n")
     if a.num_steps is not None and a.num_steps < 1:
         p.exit(2, f"{p.prog}: error: argument -num_steps: must be >= 1, got {a.num_steps}\n")
     if a.nparticles < 1:
         p.exit(2, f"{p.prog}: error: argument -nparticles: must be >= 1, got {a.nparticles}\n")
-    if a.gpu < -1:
+    if a.gpu is not None and a.gpu < -1:
         p.exit(2, f"{p.prog}: error: argument -gpu: a GPU index or -1 (CPU), got {a.gpu}\n")
     for o in a.overrides:
         if "=" not in o:
@@ -88,7 +86,7 @@ def translate(argv: list[str]) -> tuple[list[str], bool]:
     exp = expansion.lower() if a.H > 0 else "none"  # H = 0: the one-step target of both
     out = ["algorithm=value_expansion", f"overrides={ENVS[a.env]}", f"agent={agent.lower()}",
            f"expansion={exp}", f"H={a.H}", f"model_type={a.model_type}", f"seed={a.seed}",
-           f"device={'cpu' if a.gpu < 0 else f'cuda:{a.gpu}'}",
+           f"device={'auto' if a.gpu is None else 'cpu' if a.gpu < 0 else f'cuda:{a.gpu}'}",
            f"experiment={a.algo}_H{a.H}_{a.model_type}"]
     if a.num_steps is not None:
         out.append(f"overrides.num_steps={a.num_steps}")

@@ -273,25 +273,42 @@ class VEAgent(nn.Module):
         v = self.q(obs, a, target=True).min(0).values
         return v - self.alpha * log_p if self.sac else v
 
+    def q_pi(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """``min_j Q_j(s, a)`` ``[B]`` of the online critics with gradients to ``obs`` and
+        ``act`` only (the actor's objective; the critics' parameters get none)."""
+        return self.critic(self.normalizer(obs), act, detach_params=True).min(0).values
+
+    def soft_value(self, obs: torch.Tensor,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """``V(s) = min_j Q_j(s, ã) − α log π(ã|s)`` ``[B]`` with the online actor and critics
+        and gradients to ``obs`` and the actor (ã reparameterised, fresh): the value-gradient
+        actor's V."""
+        a, log_p = self.sample(obs, generator=generator)
+        v = self.q_pi(obs, a)
+        return v - self.alpha * log_p if self.sac else v
+
     # ---- the update --------------------------------------------------------------------------
     def losses(self, obs: torch.Tensor, act: torch.Tensor, y: torch.Tensor,
-               noise: torch.Tensor):
+               noise: torch.Tensor, actor_return=None, actor_scale: float = 1.0):
         """``(critic, actor, temperature)`` losses and metrics at the current parameters
-        (``noise [B, A]``: the actor's reparameterisation noise)."""
+        (``noise [B, A]``: the actor's reparameterisation noise).
+
+        ``actor_return(obs, a0) -> G₀ [B]``: the actor's return of its action ``a0`` at
+        ``obs`` with gradients to ``a0`` (value-gradient actors roll it through a model);
+        default ``min_j Q_j(s, a0)``. The actor loss is ``actor_scale · mean(α log π(a0|s) −
+        G₀)`` (the seed's VG divides by H + 1)."""
         q = self.q(obs, act)                                           # [2, B]
         critic_loss = 0.5 * (q - y.detach()).pow(2).mean()
-        obs_n = self.normalizer(obs)
+        ret = actor_return if actor_return is not None else self.q_pi
         if self.sac:
             a, log_p = self.sample(obs, noise=noise)
-            q_pi = self.critic(obs_n, a, detach_params=True).min(0).values
-            actor_loss = (self.alpha * log_p - q_pi).mean()
+            actor_loss = actor_scale * (self.alpha * log_p - ret(obs, a)).mean()
             alpha = self.log_alpha.exp()
             alpha_loss = (alpha * (-log_p.detach() - self.target_entropy)).mean()
             entropy = -log_p.detach().mean()
         else:
             loc, _ = self._dist(obs, target=False)
-            q_pi = self.critic(obs_n, self._to_env(loc), detach_params=True).min(0).values
-            actor_loss = -q_pi.mean()
+            actor_loss = -actor_scale * ret(obs, self._to_env(loc)).mean()
             alpha_loss = torch.zeros((), device=obs.device)
             entropy = torch.zeros((), device=obs.device)
         metrics = {"q_mean": q.detach().mean(), "target_mean": y.detach().mean(),
@@ -299,11 +316,14 @@ class VEAgent(nn.Module):
         return critic_loss, actor_loss, alpha_loss, metrics
 
     def update(self, obs: torch.Tensor, act: torch.Tensor, y: torch.Tensor,
-               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+               generator: torch.Generator | None = None, actor_return=None,
+               actor_scale: float = 1.0) -> dict[str, torch.Tensor]:
         """One update on ``obs [B, O]``, ``act [B, A]`` (env actions), ``y [B]``: the three
-        gradients from the same old state, applied together, then Polyak. Metrics as tensors."""
+        gradients from the same old state, applied together, then Polyak. Metrics as tensors.
+        ``actor_return``, ``actor_scale``: as :meth:`losses`."""
         noise = self._noise(act, generator)
-        critic_loss, actor_loss, alpha_loss, metrics = self.losses(obs, act, y, noise)
+        critic_loss, actor_loss, alpha_loss, metrics = self.losses(
+            obs, act, y, noise, actor_return, actor_scale)
         for opt in (self.critic_optim, self.actor_optim, self.alpha_optim):
             opt.zero_grad(set_to_none=True)
         (critic_loss + actor_loss + alpha_loss).backward()

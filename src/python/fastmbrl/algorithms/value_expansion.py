@@ -16,6 +16,12 @@ read top to bottom.
                                 transition, y = G₀ of the shared recursion
                    retrace      real windows of H+2 consecutive transitions, stored behaviour
                                 log-probabilities, traces c = λ·min(1, π/μ)
+                   vg           the one-step target; the ACTOR's objective is expanded
+                                instead: roll H steps from the real s with the current
+                                reparameterised policy through the model with gradients
+                                (network: autograd through ensemble_mlp; oracle: MuJoCo with
+                                finite-difference Jacobians), J = G₀ − α log π(a₀|s₀) with
+                                the online critics, actor loss −mean(J)/(H+1)
                → every eval_every transitions: evaluate, log, checkpoint
 
 V(s) = min_j Q̄_j(s, ã) − α log π(ã|s) with ã fresh from the target policy; the recursion is
@@ -69,6 +75,7 @@ from ..schema import ConfigError, check, spec
 # the top level, so the seed's `-algo SAC-MVE -H 5 -model_type analytic` reads as
 # `agent=sac expansion=mve H=5 model_type=analytic`); config.validate_root lets them through.
 ROOT_KEYS = ("agent", "expansion", "H", "model_type")
+EXPANSIONS = ("mve", "retrace", "vg", "none")
 TASKS = ("inverted_pendulum", "cartpole_swingup", "hopper", "walker2d", "halfcheetah")
 
 
@@ -117,6 +124,11 @@ class VEAlgorithm:
     model_train_every: int = spec(1, ge=1)
     model_epochs: float = spec(1.0, gt=0.0)
     train_model_when_unused: bool = spec(False)
+    oracle_fd_eps: float = spec(1e-6, gt=0.0, help="finite-difference step of the oracle's "
+                                "Jacobians (expansion=vg, model_type=analytic)")
+    oracle_fd_centered: bool = spec(True, help="centred (2K+1 steps per row) or one-sided (K+1)")
+    oracle_jac_clip: float | None = spec(None, nullable=True, gt=0.0,
+                                         help="clip every Jacobian entry to ±this (contacts)")
 
 
 @dataclass
@@ -124,7 +136,7 @@ class VERootKeys:
     """The root keys of ``algorithm=value_expansion`` (the seed's -algo / -H / -model_type)."""
 
     agent: str = spec("sac", choices=("sac", "ddpg"))
-    expansion: str = spec("mve", choices=("mve", "retrace", "none"))
+    expansion: str = spec("mve", choices=EXPANSIONS)
     H: int = spec(0, ge=0, le=1000)
     model_type: str = spec("network", choices=("network", "analytic"))
 
@@ -155,16 +167,25 @@ def validate(cfg: DictConfig) -> None:
 # ---------------------------------------------------------------------------------------------
 class OracleModel:
     """MuJoCo itself as the model: rows carry their simulator state (stored in the replay
-    buffer), ``step`` advances every row from its state (``envs.oracle.MujocoOracle``)."""
+    buffer), ``step`` advances every row from its state (``envs.oracle.MujocoOracle``);
+    ``rstep`` does so with gradients (finite-difference Jacobians, ``fd`` options)."""
 
-    def __init__(self, task: str, action_repeat: int):
+    def __init__(self, task: str, action_repeat: int, **fd):
         from ..envs.oracle import MujocoOracle
 
         self.oracle = MujocoOracle(task, action_repeat=action_repeat)
+        self.fd = fd                              # eps, centered, jac_clip
         self.states: torch.Tensor | None = None  # [N, S] simulator states of the current rows
+        self.x: torch.Tensor | None = None       # [N, nq + nv] their differentiable part
 
     def start(self, states: torch.Tensor) -> None:
         self.states = states
+        self.x = None if states is None else self.oracle.positions(states)
+
+    def rstep(self, obs: torch.Tensor, act: torch.Tensor):
+        self.x, next_obs, reward, done, self.states = self.oracle.differentiable_step(
+            self.states, self.x, act, **self.fd)
+        return next_obs.to(obs.dtype), reward.to(obs.dtype), done
 
     @torch.no_grad()
     def step(self, obs: torch.Tensor, act: torch.Tensor):
@@ -185,6 +206,9 @@ class NetworkModel:
 
     def step(self, obs: torch.Tensor, act: torch.Tensor):
         return self.dynamics.step(obs, act)
+
+    def rstep(self, obs: torch.Tensor, act: torch.Tensor):
+        return self.dynamics.rsample_step(obs, act)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,6 +251,35 @@ def mve_target(agent: VEAgent, model, b, next_states, H: int, gamma: float) -> t
     c_next = torch.ones_like(v_next)                # the policy's own actions: π/μ = 1
     c_next[:, 0] = (~b.truncated).float()           # a truncated real transition: one step
     return multistep_returns(rewards, discounts, v_next, q_next, c_next)[:, 0]
+
+
+def vg_return(agent: VEAgent, model, obs: torch.Tensor, a0: torch.Tensor, states, H: int,
+              gamma: float) -> torch.Tensor:
+    """The value-gradient actor's ``G₀`` ``[B]`` of the action ``a0`` at the real ``obs``, with
+    gradients to ``a0`` (and through it to the actor): H model steps with the current
+    reparameterised policy (``model.rstep``: gradients through the model and its rewards, its
+    parameters untouched), then the shared recursion with the online critics, ``c ≡ 1`` and
+    ``V(s) = min_j Q_j(s, ã) − α log π(ã|s)`` with a fresh ã (``agent.soft_value``); the
+    termination masks the discounts without gradient. ``states``: the rows' simulator states
+    at ``obs`` (oracle). H = 0: ``min_j Q_j(s, a0)``, the usual actor objective."""
+    if H == 0:
+        return agent.q_pi(obs, a0)
+    model.start(states)
+    s, a = obs, a0
+    rew, term, v_next, q_next = [], [], [], []
+    for h in range(H):
+        s, r, d = model.rstep(s, a)
+        rew.append(r)
+        term.append(d)
+        v_next.append(agent.soft_value(s))
+        if h < H - 1:                     # the last Q̄ is never read by the recursion
+            a, _ = agent.sample(s)
+            q_next.append(agent.q_pi(s, a))
+    q_next.append(torch.zeros_like(v_next[-1]))
+    rewards, values = torch.stack(rew, 1), torch.stack(v_next, 1)
+    discounts = masked_discounts(gamma, torch.stack(term, 1), dtype=values.dtype)
+    return multistep_returns(rewards, discounts, values, torch.stack(q_next, 1),
+                             torch.ones_like(values))[:, 0]
 
 
 @torch.no_grad()
@@ -317,7 +370,7 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
     gamma, N = float(o.gamma), int(o.num_envs)
-    uses_model = expansion == "mve" and H > 0
+    uses_model = expansion in ("mve", "vg") and H > 0
     oracle = model_type == "analytic"
 
     # ---- environments (gymnasium vector env, reset by hand), agent, model, buffer --------
@@ -331,7 +384,8 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
     low, high = vec.single_action_space.low, vec.single_action_space.high
     agent = VEAgent(obs_dim, act_dim, low, high, agent_config(cfg), device=device, generator=gen)
     dynamics = None
-    if model_type == "network" and expansion == "mve" and (H > 0 or alg.train_model_when_unused):
+    if model_type == "network" and expansion in ("mve", "vg") and (
+            H > 0 or alg.train_model_when_unused):
         dynamics = NetworkDynamics(
             obs_dim, act_dim, envs.termination_rule(o.env), envs.term_fn(o.env),
             ensemble_size=int(alg.model_ensemble_size), num_layers=int(alg.model_num_layers),
@@ -339,10 +393,13 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
             batch_size=int(alg.model_batch_size), device=device, generator=gen)
     model = None
     if uses_model:
-        model = OracleModel(o.env, repeat) if oracle else NetworkModel(dynamics)
+        model = (OracleModel(o.env, repeat, eps=float(alg.oracle_fd_eps),
+                             centered=bool(alg.oracle_fd_centered), jac_clip=alg.oracle_jac_clip)
+                 if oracle else NetworkModel(dynamics))
     extras = {"log_mu": ((), torch.float32), "u": ((act_dim,), torch.float32)}
-    if uses_model and oracle:
-        extras["next_state"] = ((model.oracle.state_size,), torch.float64)
+    if uses_model and oracle:  # MVE starts at s′, VG at s: the simulator state there
+        key = "next_state" if expansion == "mve" else "state"
+        extras[key] = ((model.oracle.state_size,), torch.float64)
     capacity = min(int(o.replay_size), int(o.num_steps))
     buffer = ReplayBuffer(capacity, (obs_dim,), (act_dim,), device=device, extras=extras)
 
@@ -385,6 +442,13 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
         if expansion == "retrace" and H > 0:
             b, y = retrace_target(agent, buffer, H, int(o.batch_size), gamma,
                                   float(alg.trace_lambda), N, gen)
+        elif expansion == "vg" and H > 0:   # the critic's default target, the actor expanded
+            b, idx = buffer.sample(int(o.batch_size), gen, return_indices=True)
+            states = buffer.extras["state"][idx] if oracle else None
+            return agent.update(
+                b.obs.float(), b.act.float(), one_step_target(agent, b, gamma), generator=gen,
+                actor_return=lambda s, a0: vg_return(agent, model, s, a0, states, H, gamma),
+                actor_scale=1.0 / (H + 1))
         else:
             b, idx = buffer.sample(int(o.batch_size), gen, return_indices=True)
             if uses_model:
@@ -411,8 +475,10 @@ def train(cfg: DictConfig, run_dir: str | Path, device: torch.device) -> float:
             act, log_mu, u = uniform_actions(N, low, high, gen, device)
         else:
             act, log_mu, u = agent.act(obs_t, generator=gen)
-        next_obs, reward, terminated, truncated, _ = vec.step(act.cpu().numpy())
         row_extras = {"log_mu": log_mu, "u": u}
+        if "state" in extras:      # before the step
+            row_extras["state"] = torch.as_tensor(model.oracle.get_states(vec.envs))
+        next_obs, reward, terminated, truncated, _ = vec.step(act.cpu().numpy())
         if "next_state" in extras:
             row_extras["next_state"] = torch.as_tensor(model.oracle.get_states(vec.envs))
         buffer.add_batch(obs_t, act, torch.as_tensor(next_obs, dtype=torch.float32),

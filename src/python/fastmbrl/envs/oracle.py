@@ -134,11 +134,7 @@ class MujocoOracle:
         return np.stack([self.get_state(e) for e in envs])
 
     # ---- stepping ----------------------------------------------------------------------------
-    def step(self, states, actions) -> OracleStep:
-        """Step every row: ``states [N, S]`` (from :meth:`get_state` or an earlier step) and
-        ``actions [N, A]`` (tensors or arrays). Returns tensors in the dtype and on the device of
-        ``actions`` (float64 kept for states)."""
-        like = actions if torch.is_tensor(actions) else None
+    def _arrays(self, states, actions) -> tuple[np.ndarray, np.ndarray]:
         s = (states.detach().cpu().numpy() if torch.is_tensor(states)
              else np.asarray(states)).astype(np.float64, copy=False)
         a = (actions.detach().cpu().numpy() if torch.is_tensor(actions)
@@ -149,16 +145,18 @@ class MujocoOracle:
         if a.ndim != 2 or a.shape != (s.shape[0], self.nu):
             raise ValueError(f"MujocoOracle.step: actions must be [{s.shape[0]}, {self.nu}] "
                              f"(one row per state), got {list(a.shape)}")
-        N = s.shape[0]
-        nstep = self.frame_skip
-        full, warm = np.ascontiguousarray(s[:, : self.nfull]), np.ascontiguousarray(
-            s[:, self.nfull:])
-        out, _ = rollout.rollout(self.model, self._datas, full, a[:, None, :], nstep=nstep,
-                                 initial_warmstart=warm)
+        return s, a
+
+    def _run(self, s: np.ndarray, a: np.ndarray):
+        """Step rows ``s [N, S]`` with ``a [N, A]`` (float64 arrays): ``(next_states [N, S],
+        obs [N, O], reward [N], terminated [N])`` as arrays."""
+        full = np.ascontiguousarray(s[:, : self.nfull])
+        warm = np.ascontiguousarray(s[:, self.nfull:])
+        out, _ = rollout.rollout(self.model, self._datas, full, a[:, None, :],
+                                 nstep=self.frame_skip, initial_warmstart=warm)
         nxt = out[:, -1, :]
         qpos, qvel = nxt[:, self._qpos], nxt[:, self._qvel]
         obs = self._obs_fn(qpos, qvel)
-        next_states = np.concatenate([nxt, warm], 1)
         # reward and termination: the task's functions in float64 on the exact state
         obs_t, act_t = torch.from_numpy(obs), torch.from_numpy(a)
         # the env's health check reads the unclipped velocities (hopper): the reward and
@@ -171,11 +169,124 @@ class MujocoOracle:
             reward = rf.REWARD_FNS[self.task](obs_t, act_t, health_obs, x_velocity=x_vel)
         else:
             reward = rf.REWARD_FNS[self.task](obs_t, act_t, health_obs)
+        return (np.concatenate([nxt, warm], 1), obs, reward.numpy().reshape(-1),
+                term.numpy().reshape(-1))
+
+    def step(self, states, actions) -> OracleStep:
+        """Step every row: ``states [N, S]`` (from :meth:`get_state` or an earlier step) and
+        ``actions [N, A]`` (tensors or arrays). Returns tensors in the dtype and on the device of
+        ``actions`` (float64 kept for states)."""
+        like = actions if torch.is_tensor(actions) else None
+        s, a = self._arrays(states, actions)
+        next_states, obs, reward, term = self._run(s, a)
         dtype = like.dtype if like is not None else torch.float64
         device = like.device if like is not None else torch.device("cpu")
 
         def t(x, dt=dtype):
             return torch.as_tensor(x).to(device=device, dtype=dt)
 
-        return OracleStep(t(obs), t(reward), t(term, torch.bool),
-                          t(next_states, torch.float64).reshape(N, self.state_size))
+        return OracleStep(t(obs), t(reward), t(term, torch.bool), t(next_states, torch.float64))
+
+    # ---- gradients: finite differences of the whole environment step -------------------------
+    @property
+    def x_size(self) -> int:
+        """Size of the differentiable part of a state: ``x = [qpos, qvel]``."""
+        return self.nq + self.nv
+
+    def positions(self, states: torch.Tensor) -> torch.Tensor:
+        """``x = [qpos, qvel]`` ``[N, nq + nv]`` of states ``[N, S]`` (float64)."""
+        return torch.cat([states[:, self._qpos], states[:, self._qvel]], 1).to(torch.float64)
+
+    def with_positions(self, states: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """``states`` with their qpos and qvel replaced by ``x [N, nq + nv]``."""
+        s = states.copy()
+        s[:, self._qpos] = x[:, : self.nq]
+        s[:, self._qvel] = x[:, self.nq:]
+        return s
+
+    def jacobians(self, states, actions, eps: float = 1e-6, centered: bool = True):
+        """The step of every row and its Jacobian, by finite differences of the whole
+        environment step (``frame_skip`` physics steps, observation and reward functions).
+
+        Every row is stepped ``1 + K`` (one-sided) or ``1 + 2K`` (centred) times in one batched
+        ``mujoco.rollout`` call, K = nq + nv + nu: the state's qpos and qvel and the action
+        perturbed by ``±eps`` one coordinate at a time (the solver's warm start kept).
+
+        Returns ``(next_states [N, S], y [N, P], terminated [N], J [N, P, K])``, all numpy
+        float64, with ``y = [x' (nq + nv), obs' (O), reward (1)]`` and ``J = ∂y/∂[x, a]``.
+        """
+        if self.nq != self.nv:
+            raise ValueError(f"MujocoOracle({self.task}).jacobians: qpos and qvel differ in size "
+                             "(ball or free joints); finite differences in qpos coordinates "
+                             "need nq == nv")
+        s, a = self._arrays(states, actions)
+        N, nx, K = s.shape[0], self.x_size, self.x_size + self.nu
+        x = np.concatenate([s[:, self._qpos], s[:, self._qvel]], 1)
+        signs = (1.0, -1.0) if centered else (1.0,)
+        R = 1 + len(signs) * K
+        dx = np.zeros((R, K))
+        for j, sign in enumerate(signs):
+            dx[1 + j * K + np.arange(K), np.arange(K)] = sign * eps
+        xb = (x[:, None, :] + dx[None, :, :nx]).reshape(N * R, nx)
+        ab = (a[:, None, :] + dx[None, :, nx:]).reshape(N * R, self.nu)
+        sb = self.with_positions(np.repeat(s, R, axis=0), xb)
+        nxt, obs, reward, term = self._run(sb, ab)
+        x_next = np.concatenate([nxt[:, self._qpos], nxt[:, self._qvel]], 1)
+        y = np.concatenate([x_next, obs, reward[:, None]], 1).reshape(N, R, -1)
+        if centered:
+            J = (y[:, 1: 1 + K] - y[:, 1 + K:]) / (2 * eps)        # [N, K, P]
+        else:
+            J = (y[:, 1:] - y[:, :1]) / eps
+        centre = np.arange(N) * R
+        return nxt[centre], y[:, 0], term[centre], np.ascontiguousarray(J.transpose(0, 2, 1))
+
+    def differentiable_step(self, states: torch.Tensor, x: torch.Tensor, actions: torch.Tensor,
+                            eps: float = 1e-6, centered: bool = True,
+                            jac_clip: float | None = None):
+        """One step of every row with gradients (:class:`OracleStepFunction`): ``states [N, S]``
+        supply what is not differentiated (time, warm start), ``x [N, nq + nv]`` float64 the
+        positions and velocities, ``actions [N, A]``. Returns ``(next_x [N, nq + nv] float64,
+        next_obs [N, O], reward [N] in the actions' dtype, terminated [N] bool,
+        next_states [N, S])``; backward applies the finite-difference Jacobians of
+        :meth:`jacobians`, each entry clipped to ``±jac_clip`` when given."""
+        return OracleStepFunction.apply(x, actions, self, states, float(eps), bool(centered),
+                                        jac_clip)
+
+
+class OracleStepFunction(torch.autograd.Function):
+    """``(x, a) -> (x', obs', r, terminated, next_states)`` through MuJoCo, differentiable in
+    ``x`` and ``a`` by finite differences (MujocoOracle.differentiable_step)."""
+
+    @staticmethod
+    def forward(ctx, x, actions, oracle, states, eps, centered, jac_clip):
+        s = oracle.with_positions(states.detach().cpu().numpy().astype(np.float64),
+                                  x.detach().cpu().numpy().astype(np.float64))
+        a = actions.detach().cpu().numpy().astype(np.float64)
+        nx = oracle.x_size
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            nxt, y, term, J = oracle.jacobians(s, a, eps, centered)
+            J = torch.from_numpy(J).to(x.device)
+            if jac_clip is not None:
+                J = J.clamp(-float(jac_clip), float(jac_clip))
+            ctx.save_for_backward(J)
+        else:
+            nxt, obs, reward, term = oracle._run(*oracle._arrays(s, a))
+            y = np.concatenate([nxt[:, oracle._qpos], nxt[:, oracle._qvel], obs,
+                                reward[:, None]], 1)
+        ctx.nx, ctx.a_dtype = nx, actions.dtype
+        y = torch.from_numpy(y).to(x.device)
+        next_x = y[:, :nx].to(torch.float64)
+        next_obs = y[:, nx:-1].to(actions.dtype)
+        reward = y[:, -1].to(actions.dtype)
+        terminated = torch.from_numpy(term).to(device=x.device, dtype=torch.bool)
+        next_states = torch.from_numpy(nxt).to(x.device)
+        ctx.mark_non_differentiable(terminated, next_states)
+        return next_x, next_obs, reward, terminated, next_states
+
+    @staticmethod
+    def backward(ctx, g_x, g_obs, g_r, _g_term, _g_states):
+        (J,) = ctx.saved_tensors
+        g = torch.cat([g_x.to(J.dtype), g_obs.to(J.dtype), g_r.to(J.dtype)[:, None]], 1)
+        g_in = torch.einsum("np,npk->nk", g, J)
+        return (g_in[:, : ctx.nx], g_in[:, ctx.nx:].to(ctx.a_dtype), None, None, None, None,
+                None)

@@ -63,6 +63,7 @@ class NetworkDynamics:
             normalize_double_precision=False, device=device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
         self.env = ModelEnv(self.model, termination, term_fn, generator=generator)
+        self.term_fn = term_fn
         self.train_steps_done = 0
 
     # ------------------------------------------------------------------ training
@@ -112,6 +113,38 @@ class NetworkDynamics:
         """``obs [N, O]``, ``act [N, A]`` -> ``(next_obs [N, O], reward [N], terminated [N])``:
         one member per row, a Gaussian sample, termination on the predicted observation."""
         next_obs, reward, done = self.env.step(obs.float(), act.float(), sample=True)
+        return next_obs, reward, done
+
+    def rsample_step(self, obs: torch.Tensor, act: torch.Tensor,
+                     members: torch.Tensor | None = None, noise: torch.Tensor | None = None):
+        """The step of :meth:`step` with gradients to ``obs`` and ``act`` (value-gradient
+        actors): ``ensemble_mlp`` forward and backward (native CPU/CUDA kernels where the
+        backend allows), the member of each row drawn as in :meth:`step` (balanced, or
+        ``members [N]``), the Gaussian sample reparameterised as ``μ + σ·ε`` (``noise [N, O+1]``
+        or fresh). Returns ``(next_obs [N, O], reward [N], terminated [N] bool)``; the
+        termination (the task's function on the predicted observation) carries no gradient.
+        The model's parameters get no gradient from it (their ``requires_grad`` is off
+        during the call)."""
+        params = list(self.model.parameters())
+        flags = [p.requires_grad for p in params]
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            x = torch.cat([obs, act.to(obs.dtype)], -1)
+            mean, logvar = self.model.predict(x, indices=members, generator=self.generator)
+            if noise is None:
+                noise = torch.randn(mean.shape, generator=self.generator, device=mean.device,
+                                    dtype=mean.dtype)
+            out = mean + (0.5 * logvar).exp() * noise
+        finally:
+            for p, f in zip(params, flags, strict=True):
+                p.requires_grad_(f)
+        next_obs = obs + out[..., :-1].to(obs.dtype)
+        reward = out[..., -1].to(obs.dtype)
+        if self.term_fn is None:
+            done = torch.zeros(obs.shape[0], dtype=torch.bool, device=obs.device)
+        else:
+            done = self.term_fn(next_obs.detach()).reshape(-1).to(torch.bool)
         return next_obs, reward, done
 
     def state_dict(self) -> dict:
