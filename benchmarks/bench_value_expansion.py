@@ -1,9 +1,18 @@
-"""Value-expansion benchmark: agent updates per second of SAC-MVE at H = 0, 1, 5, 10 with the
-network model and with the MuJoCo oracle, op backend native vs reference, side by side (issue 13
-item 9), and where the time goes (critic target vs the agent's update).
+"""Value-expansion benchmark: agent updates per second of SAC-MVE (``--expansion mve``) or
+SAC-VG (``--expansion vg``) at H = 0, 1, 5, 10 with the network model and with the MuJoCo
+oracle, op backend native vs reference, side by side (issues 13 and 14), and where the time goes
+(critic target vs the agent's update).
 
-    python benchmarks/bench_value_expansion.py                         # inverted_pendulum
+    python benchmarks/bench_value_expansion.py                         # inverted_pendulum, MVE
+    python benchmarks/bench_value_expansion.py --expansion vg --horizons 1 5 10
     python benchmarks/bench_value_expansion.py --task hopper --out results/x.json
+    python benchmarks/bench_value_expansion.py --horizons --jacobian-tasks inverted_pendulum hopper
+
+A VG update is the same batch and critic step with the actor's objective expanded: H steps from
+the real s with gradients through the model (network: ensemble_mlp's backward; oracle: the
+finite-difference Jacobians of ``MujocoOracle.differentiable_step``, centred: 1 + 2(nq+nv+nu)
+MuJoCo steps per row and model step). ``--jacobian-tasks`` times ``MujocoOracle.jacobians``
+alone: ms per row for N = 256 rows, centred and one-sided, 1 and 2 threads.
 
 One "update" is what the training loop does per transition: draw a batch of ``--batch`` real
 transitions, build the critic target (MVE: H model steps from the real s′ with the target
@@ -46,13 +55,15 @@ def random_buffer(task: str, n: int, oracle: MujocoOracle, device) -> ReplayBuff
     O, A = env.observation_space.shape[0], env.action_space.shape[0]
     buf = ReplayBuffer(n, (O,), (A,), device=device,
                        extras={"log_mu": ((), torch.float32), "u": ((A,), torch.float32),
+                               "state": ((oracle.state_size,), torch.float64),
                                "next_state": ((oracle.state_size,), torch.float64)})
     obs, _ = env.reset()
     for _ in range(n):
         a = env.action_space.sample()
+        state = oracle.get_state(env)
         nxt, r, term, trunc, _ = env.step(a)
         buf.add(obs, a, nxt, r, term, trunc, log_mu=0.0, u=np.zeros(A, np.float32),
-                next_state=oracle.get_state(env))
+                state=state, next_state=oracle.get_state(env))
         obs = env.reset()[0] if term or trunc else nxt
     return buf
 
@@ -89,17 +100,49 @@ def bench_oracle(task: str, repeats: int) -> list[dict]:
     return out
 
 
+def bench_jacobians(tasks: list[str], repeats: int) -> list[dict]:
+    """ms per row of ``MujocoOracle.jacobians`` (N = 256 rows from one mid-episode state)."""
+    out = []
+    for task in tasks:
+        env = envs.make_env(task, seed=0)
+        env.reset(seed=0)
+        for _ in range(10):
+            env.step(env.action_space.sample() * 0.1)
+        base = MujocoOracle(task, num_threads=1)
+        states = np.stack([base.get_state(env)] * 256)
+        acts = np.zeros((256, base.nu))
+        for threads in (1, 2):
+            oracle = MujocoOracle(task, num_threads=threads)
+            fns = {f"{'centred' if c else 'one-sided'}": (
+                lambda o=oracle, c=c, s=states, a=acts: o.jacobians(s, a, centered=c))
+                for c in (True, False)}
+            fns["step only"] = lambda o=oracle, s=states, a=acts: o.step(s, a)
+            res = time_interleaved(fns, "cpu", warmup=1, repeats=repeats)
+            for kind, (med, *_rest) in res.items():
+                ms_row = med / 1e3 / 256
+                K = base.x_size + base.nu
+                out.append({"op": "MujocoOracle.jacobians" if kind != "step only"
+                            else "MujocoOracle.step", "shape": f"{task} N=256 K={K}",
+                            "impl": f"{kind}, {threads} thread(s)", "ms_per_row": ms_row})
+                print(f"jacobians {task:<18} K={K:<3} {kind:<10} threads={threads}: "
+                      f"{ms_row:8.4f} ms/row", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="inverted_pendulum")
-    p.add_argument("--horizons", type=int, nargs="+", default=[0, 1, 5, 10])
+    p.add_argument("--expansion", default="mve", choices=("mve", "vg"))
+    p.add_argument("--horizons", type=int, nargs="*", default=[0, 1, 5, 10])
     p.add_argument("--models", nargs="+", default=["network", "analytic"])
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--transitions", type=int, default=5000)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--device", default="cpu")
     p.add_argument("--oracle-task", default=None, help="also time the oracle on this task")
+    p.add_argument("--jacobian-tasks", nargs="*", default=[],
+                   help="also time the oracle's finite-difference Jacobians on these tasks")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     dev = torch.device(args.device)
@@ -133,8 +176,16 @@ def main(argv: list[str] | None = None) -> int:
                 return b, ve.mve_target(agent, model, b, buf.extras["next_state"][idx], H,
                                         0.99)
 
-            def update(backend, target=target):
+            def update(backend, target=target, H=H, model=model):
                 _native.set_backend(backend)
+                if args.expansion == "vg" and H > 0:
+                    b, idx = buf.sample(args.batch, gen, return_indices=True)
+                    states = buf.extras["state"][idx]
+                    agent.update(b.obs, b.act, ve.one_step_target(agent, b, 0.99), generator=gen,
+                                 actor_return=lambda s, a0: ve.vg_return(
+                                     agent, model, s, a0, states, H, 0.99),
+                                 actor_scale=1.0 / (H + 1))
+                    return
                 b, y = target()
                 agent.update(b.obs, b.act, y, generator=gen)
 
@@ -153,13 +204,16 @@ def main(argv: list[str] | None = None) -> int:
                 tg = res[f"target {backend}"][0] / 1e3
                 print(f"{name:<22} {backend:<10} {up:10.2f} {tg:10.2f} {1e3 / up:10.1f}",
                       flush=True)
-                records.append({"op": "SAC-MVE update", "shape": f"{args.task} B={args.batch}",
+                records.append({"op": f"SAC-{args.expansion.upper()} update",
+                                "shape": f"{args.task} B={args.batch}",
                                 "setting": name, "impl": backend, "device": args.device,
                                 "median_ms": up, "target_median_ms": tg,
                                 "updates_per_s": 1e3 / up})
     _native.set_backend("auto")
     if args.oracle_task:
         records += bench_oracle(args.oracle_task, args.repeats)
+    if args.jacobian_tasks:
+        records += bench_jacobians(args.jacobian_tasks, args.repeats)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"environment": environment(),
