@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
             def target(H=H, model=model):
                 b, idx = buf.sample(args.batch, gen, return_indices=True)
-                if H == 0:
+                if H == 0 or args.expansion == "vg":  # VG: the critic's one-step target
                     return b, ve.one_step_target(agent, b, 0.99)
                 return b, ve.mve_target(agent, model, b, buf.extras["next_state"][idx], H,
                                         0.99)
