@@ -176,15 +176,15 @@ class OracleModel:
         self.oracle = MujocoOracle(task, action_repeat=action_repeat)
         self.fd = fd                              # eps, centered, jac_clip
         self.states: torch.Tensor | None = None  # [N, S] simulator states of the current rows
-        self.x: torch.Tensor | None = None       # [N, nq + nv] their differentiable part
+        self.x: torch.Tensor | None = None       # [N, nq + nv] their differentiable part (rstep)
 
     def start(self, states: torch.Tensor) -> None:
-        self.states = states
-        self.x = None if states is None else self.oracle.positions(states)
+        self.states, self.x = states, None
 
     def rstep(self, obs: torch.Tensor, act: torch.Tensor):
+        x = self.oracle.positions(self.states) if self.x is None else self.x
         self.x, next_obs, reward, done, self.states = self.oracle.differentiable_step(
-            self.states, self.x, act, **self.fd)
+            self.states, x, act, **self.fd)
         return next_obs.to(obs.dtype), reward.to(obs.dtype), done
 
     @torch.no_grad()

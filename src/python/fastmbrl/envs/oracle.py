@@ -109,6 +109,7 @@ class MujocoOracle:
         self.state_size = self.nfull + m.nv                     # + qacc_warmstart
         self._qpos = 1 + np.arange(m.nq)                         # after time
         self._qvel = 1 + m.nq + np.arange(m.nv)
+        self._x = np.concatenate([self._qpos, self._qvel])      # x = [qpos, qvel]
         n = num_threads or min(os.cpu_count() or 1, 8)
         self.num_threads = max(1, int(n))
         self._datas = [mujoco.MjData(m) for _ in range(self.num_threads)]
@@ -195,14 +196,17 @@ class MujocoOracle:
 
     def positions(self, states: torch.Tensor) -> torch.Tensor:
         """``x = [qpos, qvel]`` ``[N, nq + nv]`` of states ``[N, S]`` (float64)."""
-        return torch.cat([states[:, self._qpos], states[:, self._qvel]], 1).to(torch.float64)
+        return states[:, self._x].to(torch.float64)
 
     def with_positions(self, states: np.ndarray, x: np.ndarray) -> np.ndarray:
         """``states`` with their qpos and qvel replaced by ``x [N, nq + nv]``."""
         s = states.copy()
-        s[:, self._qpos] = x[:, : self.nq]
-        s[:, self._qvel] = x[:, self.nq:]
+        s[:, self._x] = x
         return s
+
+    def _outputs(self, next_states: np.ndarray, obs: np.ndarray, reward: np.ndarray):
+        """``y = [x' (nq + nv), obs' (O), reward (1)]`` ``[N, P]`` of stepped rows."""
+        return np.concatenate([next_states[:, self._x], obs, reward[:, None]], 1)
 
     def jacobians(self, states, actions, eps: float = 1e-6, centered: bool = True):
         """The step of every row and its Jacobian, by finite differences of the whole
@@ -221,7 +225,7 @@ class MujocoOracle:
                              "need nq == nv")
         s, a = self._arrays(states, actions)
         N, nx, K = s.shape[0], self.x_size, self.x_size + self.nu
-        x = np.concatenate([s[:, self._qpos], s[:, self._qvel]], 1)
+        x = s[:, self._x]
         signs = (1.0, -1.0) if centered else (1.0,)
         R = 1 + len(signs) * K
         dx = np.zeros((R, K))
@@ -231,8 +235,7 @@ class MujocoOracle:
         ab = (a[:, None, :] + dx[None, :, nx:]).reshape(N * R, self.nu)
         sb = self.with_positions(np.repeat(s, R, axis=0), xb)
         nxt, obs, reward, term = self._run(sb, ab)
-        x_next = np.concatenate([nxt[:, self._qpos], nxt[:, self._qvel]], 1)
-        y = np.concatenate([x_next, obs, reward[:, None]], 1).reshape(N, R, -1)
+        y = self._outputs(nxt, obs, reward).reshape(N, R, -1)
         if centered:
             J = (y[:, 1: 1 + K] - y[:, 1 + K:]) / (2 * eps)        # [N, K, P]
         else:
@@ -271,8 +274,7 @@ class OracleStepFunction(torch.autograd.Function):
             ctx.save_for_backward(J)
         else:
             nxt, obs, reward, term = oracle._run(*oracle._arrays(s, a))
-            y = np.concatenate([nxt[:, oracle._qpos], nxt[:, oracle._qvel], obs,
-                                reward[:, None]], 1)
+            y = oracle._outputs(nxt, obs, reward)
         ctx.nx, ctx.a_dtype = nx, actions.dtype
         y = torch.from_numpy(y).to(x.device)
         next_x = y[:, :nx].to(torch.float64)
